@@ -1,0 +1,65 @@
+"""Export-friendly re-implementations of lightweight segmentation models.
+
+``create(name)`` builds an eval-mode ``torch.nn.Module`` whose ``forward(x)`` maps a normalised
+N×3×H×W float tensor to logits at the head's native stride; ``forward_features(x)`` returns the
+backbone's stage outputs. Official checkpoints load unchanged through ``checkpoint=``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgeseg.models import afformer  # noqa: F401  (registers the family)
+from edgeseg.models.checkpoint import CheckpointError, LoadReport, load_checkpoint
+from edgeseg.models.registry import ModelSpec, get_spec, list_models
+
+__all__ = [
+    "CheckpointError",
+    "LoadReport",
+    "ModelSpec",
+    "count_macs",
+    "count_params",
+    "create",
+    "get_spec",
+    "list_models",
+]
+
+
+def create(name: str, *, num_classes: int = 150, checkpoint: str | Path | None = None) -> nn.Module:
+    """Build model ``name`` in eval mode, optionally loading an official checkpoint.
+
+    The load report (ignored and de-duplicated keys) is kept as ``model.checkpoint_report``.
+    """
+    spec = get_spec(name)
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    model = spec.builder(num_classes)
+    model.spec = spec
+    model.checkpoint_report = None
+    if checkpoint is not None:
+        model.checkpoint_report = load_checkpoint(
+            model,
+            checkpoint,
+            aliases=getattr(model, "checkpoint_aliases", ()),
+            ignored=getattr(model, "checkpoint_ignored", ()),
+        )
+    return model.eval()
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of distinct parameters (shared modules counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, input_size: tuple[int, int]) -> int:
+    """Multiply-accumulates of one forward at ``input_size`` (conv, linear and matmul; FLOPs / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 3, *input_size)
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops() // 2
