@@ -92,7 +92,8 @@ def load_checkpoint(
         if unexpected:
             parts.append(f"unexpected keys: {_short(unexpected)}")
         raise CheckpointError(
-            f"checkpoint does not fit {type(model).__name__}: " + "; ".join(parts)
+            f"checkpoint does not fit {type(model).__name__}: "
+            + "; ".join(parts)
             + ". Check the model name and --num-classes."
         )
     wrong = [

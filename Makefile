@@ -1,0 +1,31 @@
+# Two entry points for a fresh machine: `make demo` and `make test` (each creates .venv on first use).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+DEMO := demo
+
+.PHONY: demo test lint bench clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0 -e '.[dev]'
+	touch $(INSTALLED)
+
+demo: $(INSTALLED)
+	$(BIN)/edgeseg export --model afformer-tiny --input-size 512x512 --target onnxruntime --out $(DEMO)/afformer-tiny-onnxruntime --force
+	$(BIN)/edgeseg export --model afformer-tiny --input-size 512x512 --target openvino --out $(DEMO)/afformer-tiny-openvino --force
+	$(BIN)/edgeseg bench $(DEMO)/afformer-tiny-onnxruntime $(DEMO)/afformer-tiny-openvino --threads 1 2 --iters 30
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest -q
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: $(INSTALLED)
+	$(BIN)/python benchmarks/run.py --models afformer-tiny
+
+clean:
+	rm -rf $(VENV) $(DEMO)

@@ -1,0 +1,181 @@
+"""Benchmark harness: one protocol for every backend, each measurement in a fresh torch-free process.
+
+Protocol (after trtexec, benchmark_app, onnxruntime_perf_test and TFLite's benchmark_model): load,
+one first inference, ``warmup`` untimed then ``iters`` timed calls of a declared timing boundary,
+reported as percentiles; peak memory is read in a second process of its own so timing and memory
+never disturb each other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import edgeseg
+from edgeseg.bench.machine import machine_info
+from edgeseg.bench.stats import summarize
+from edgeseg.bundle import Bundle, read_bundle
+
+BOUNDARIES = {
+    "model": "normalised input → logits, excludes pre/post-processing",
+    "end-to-end": (
+        "uint8 image → label map at the image size, includes resize, normalise, upsample and argmax"
+    ),
+}
+DEFAULT_IMAGE_SIZE = (720, 1280)
+MIB = 1024 * 1024
+
+__all__ = ["BOUNDARIES", "BenchmarkError", "benchmark", "format_table"]
+
+
+class BenchmarkError(RuntimeError):
+    """A benchmark worker process failed; the message carries its stderr."""
+
+
+def _model_bytes(bundle: Bundle, backend: str) -> int:
+    """Size of the files ``backend`` loads: the IR's .xml and .bin, or the one ONNX graph."""
+    artifact = bundle.artifact(backend)
+    files = [artifact, artifact.with_suffix(".bin")] if artifact.suffix == ".xml" else [artifact]
+    return sum(f.stat().st_size for f in files)
+
+
+def _probe(args: list[str], mode: str) -> dict[str, Any]:
+    """Run one ``edgeseg.bench.probe`` pass in a fresh interpreter and return its JSON record."""
+    cmd = [sys.executable, "-m", "edgeseg.bench.probe", *args, "--mode", mode]
+    env = dict(os.environ)
+    package_root = str(Path(edgeseg.__file__).absolute().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    stderr = proc.stderr.strip()
+    if proc.returncode != 0:
+        last = stderr.splitlines()[-1] if stderr else "(no stderr)"
+        raise BenchmarkError(
+            f"benchmark {mode} pass failed (exit code {proc.returncode}): {last}\n"
+            f"command: {' '.join(cmd)}\n--- worker stderr ---\n{stderr}"
+        )
+    try:
+        return json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise BenchmarkError(
+            f"benchmark {mode} pass printed no JSON record\ncommand: {' '.join(cmd)}\n"
+            f"stdout: {proc.stdout.strip()!r}\n--- worker stderr ---\n{stderr}"
+        ) from None
+
+
+def benchmark(
+    bundle_path: str | Path,
+    *,
+    backend: str | None = None,
+    threads: int | None = None,
+    warmup: int = 10,
+    iters: int = 50,
+    boundary: str = "model",
+    image_size: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """Benchmark one bundle on one backend: a latency pass, then a memory pass, each in its own process.
+
+    ``backend=None`` uses the bundle's default backend and ``threads=None`` the backend's default
+    thread count; the record keeps what was asked. ``image_size`` (HxW) is the input image of the
+    ``end-to-end`` boundary (default 720x1280) and is ignored for ``model``.
+    """
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"boundary must be one of {sorted(BOUNDARIES)}, got {boundary!r}")
+    if warmup < 0 or iters < 1:
+        raise ValueError(f"need warmup >= 0 and iters >= 1, got warmup={warmup}, iters={iters}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1 or None, got {threads}")
+    bundle = read_bundle(bundle_path)
+    args = ["--bundle", str(bundle.path), "--boundary", boundary]
+    args += ["--warmup", str(warmup), "--iters", str(iters)]
+    if backend is not None:
+        args += ["--backend", backend]
+    if threads is not None:
+        args += ["--threads", str(threads)]
+    if boundary == "end-to-end":
+        h, w = image_size or DEFAULT_IMAGE_SIZE
+        args += ["--image-size", f"{h}x{w}"]
+    timed = _probe(args, "latency")
+    memory = _probe(args, "memory")
+    latency = summarize(timed["seconds"])
+    fps = latency.pop("fps")
+    model = bundle.manifest["model"]
+    return {
+        "bundle": str(bundle.path),
+        "model": bundle.model_name,
+        "input_size": list(bundle.input_size),
+        "target": bundle.target,
+        "precision": bundle.precision,
+        "backend": timed["backend"],
+        "threads": threads,
+        "boundary": boundary,
+        "image_size": timed["image_size"],
+        "warmup": warmup,
+        "iters": iters,
+        "latency_ms": latency,
+        "fps": fps,
+        "load_s": timed["load_s"],
+        "first_inference_ms": timed["first_inference_ms"],
+        "model_bytes": _model_bytes(bundle, timed["backend"]),
+        "peak_rss_mb": memory["peak_rss_mb"],
+        "rss_mb": memory["rss_mb"],
+        "torch_imported": timed["torch_imported"] or memory["torch_imported"],
+        "macs": model.get("macs"),
+        "params": model.get("params"),
+        "machine": machine_info(threads),
+        "edgeseg_version": edgeseg.__version__,
+    }
+
+
+TABLE_COLUMNS = (
+    "model", "input", "backend", "precision", "threads", "boundary", "mean ms", "std ms", "p50 ms",
+    "p90 ms", "p99 ms", "min ms", "max ms", "FPS", "load s", "first ms", "peak RSS MB", "size MB",
+)  # fmt: skip
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    """Fixed decimals, or a dash for a value that could not be measured."""
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _num(value: float) -> str:
+    """Two decimals, or three significant digits below 1 so sub-millisecond values stay readable."""
+    return f"{value:.2f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
+
+
+def _row(r: dict[str, Any]) -> list[str]:
+    """The table cells of one benchmark record."""
+    lat = r["latency_ms"]
+    h, w = r["input_size"]
+    boundary = r["boundary"]
+    if r["image_size"] is not None:
+        boundary += " {}x{}".format(*r["image_size"])
+    return [
+        r["model"], f"{h}x{w}", r["backend"], r["precision"],
+        "default" if r["threads"] is None else str(r["threads"]), boundary,
+        *(_num(lat[k]) for k in ("mean", "std", "p50", "p90", "p99", "min", "max")),
+        _fmt(r["fps"], 1), _fmt(r["load_s"], 3), _fmt(r["first_inference_ms"], 1),
+        _fmt(r["peak_rss_mb"], 1), _num(r["model_bytes"] / MIB),
+    ]  # fmt: skip
+
+
+def format_table(records: Sequence[dict[str, Any]]) -> str:
+    """Render records as a Markdown table, preceded by one line naming the timing boundary and machine."""
+    if not records:
+        raise ValueError("format_table needs at least one record")
+    machine = records[0]["machine"]
+    threads = sorted({"default" if r["threads"] is None else str(r["threads"]) for r in records})
+    used = {r["boundary"] for r in records}
+    boundaries = "; ".join(f"{b}: {meaning}" for b, meaning in BOUNDARIES.items() if b in used)
+    head = (
+        f"Timing boundary — {boundaries}. Machine: {machine['cpu_model']}, "
+        f"{machine['logical_cores']} logical cores ({machine['usable_cores']} usable), "
+        f"threads: {', '.join(threads)}. Latency in ms; MB = MiB."
+    )
+    lines = [head, "", "| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    lines += ["| " + " | ".join(_row(r)) + " |" for r in records]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,126 @@
+"""Benchmark worker, run in a fresh process so every measurement starts from a clean interpreter.
+
+``python -m edgeseg.bench.probe --bundle B --mode {latency,memory} ...`` loads the bundle with the
+torch-free runtime, runs the requested timing boundary and prints exactly one JSON object on stdout
+(anything else written to stdout, native libraries included, is sent to stderr).
+
+* latency: seconds to ``runtime.load`` as an application calls it, bundle sha256 check included
+  (``load_s``), the first call (``first_inference_ms``), then ``--warmup`` untimed and ``--iters``
+  timed calls (``seconds``).
+* memory: load and a few calls, then peak (``VmHWM``) and current (``VmRSS``) resident set size in MiB.
+
+The boundary is ``model`` (``seg.logits`` on a fixed normalised input) or ``end-to-end``
+(``seg.predict`` on a fixed uint8 image of ``--image-size``). Inputs are made before any timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeseg import runtime
+from edgeseg.bench import BOUNDARIES, DEFAULT_IMAGE_SIZE
+from edgeseg.bench.timing import time_callable
+
+MODES = ("latency", "memory")
+MEMORY_RUNS = 3
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """Parse ``HxW`` (e.g. ``720x1280``) into ``(height, width)``."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 720x1280, got {text!r}") from None
+    if h <= 0 or w <= 0:
+        raise argparse.ArgumentTypeError(f"image size must be positive, got {text!r}")
+    return h, w
+
+
+def _parser() -> argparse.ArgumentParser:
+    """Command-line arguments of the worker."""
+    p = argparse.ArgumentParser(prog="python -m edgeseg.bench.probe", description=__doc__.splitlines()[0])
+    p.add_argument("--bundle", required=True, type=Path)
+    p.add_argument("--backend", default=None, help="runtime backend; default: the bundle's own")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads; default: the backend's")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--iters", type=int, default=50)
+    p.add_argument("--boundary", choices=tuple(BOUNDARIES), default="model")
+    p.add_argument("--image-size", type=parse_size, default=DEFAULT_IMAGE_SIZE, help="HxW, end-to-end only")
+    p.add_argument("--mode", choices=MODES, required=True)
+    return p
+
+
+def _workload(seg: runtime.Segmenter, boundary: str, image_size: tuple[int, int]) -> Callable[[], object]:
+    """The call to measure, with its fixed random input already built."""
+    rng = np.random.default_rng(0)
+    if boundary == "model":
+        x = seg.preprocess(rng.integers(0, 256, (*seg.input_size, 3), dtype=np.uint8))
+        return lambda: seg.logits(x)
+    image = rng.integers(0, 256, (*image_size, 3), dtype=np.uint8)
+    return lambda: seg.predict(image)
+
+
+def _resident_mb() -> dict[str, float | None]:
+    """Peak and current resident set size of this process in MiB (None where /proc is unavailable)."""
+    fields: dict[str, float | None] = {"VmHWM": None, "VmRSS": None}
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key in fields:
+            fields[key] = int(value.split()[0]) / 1024  # reported in kB (KiB)
+    return {"peak_rss_mb": fields["VmHWM"], "rss_mb": fields["VmRSS"]}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run one pass and return its JSON-able record."""
+    start = time.perf_counter()
+    seg = runtime.load(args.bundle, args.backend, args.threads)
+    load_s = time.perf_counter() - start
+    fn = _workload(seg, args.boundary, args.image_size)
+    record: dict[str, Any] = {
+        "mode": args.mode,
+        "backend": seg.backend,
+        "threads": args.threads,
+        "boundary": args.boundary,
+        "image_size": list(args.image_size) if args.boundary == "end-to-end" else None,
+    }
+    if args.mode == "latency":
+        start = time.perf_counter()
+        fn()
+        first_s = time.perf_counter() - start
+        seconds = time_callable(fn, warmup=args.warmup, iters=args.iters)
+        record.update(load_s=load_s, first_inference_ms=first_s * 1000.0, seconds=seconds)
+    else:
+        for _ in range(MEMORY_RUNS):
+            fn()
+        record.update(_resident_mb())
+    record["torch_imported"] = "torch" in sys.modules
+    return record
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse arguments, run the pass, print its record as one JSON line."""
+    args = _parser().parse_args(argv)
+    result = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # keep stdout for the record alone
+    record = run(args)
+    result.write(json.dumps(record) + "\n")
+    result.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

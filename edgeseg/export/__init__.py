@@ -1,0 +1,7 @@
+"""Export: PyTorch model → fused → ONNX (opset ≥ 18, simplified) → target artifact, with a parity report."""
+
+from edgeseg.export.onnx_graph import ExportError
+from edgeseg.export.parity import ParityError
+from edgeseg.export.pipeline import ExportRequest, export_bundle, parse_size
+
+__all__ = ["ExportError", "ExportRequest", "ParityError", "export_bundle", "parse_size"]

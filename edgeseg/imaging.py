@@ -1,0 +1,202 @@
+"""Image handling for inference, numpy only: input checks, bilinear resizing, normalisation, label maps.
+
+Resizing follows ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False, antialias=False)``:
+half-pixel centres, source coordinates clamped at 0, neighbour indices clamped at the last pixel. It is
+computed one axis at a time with index gathers, so its cost is linear in the number of output pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+# Approximate bytes of float32 working memory per chunk of labels_from_logits when chunk_rows is not given.
+LABEL_CHUNK_BYTES = 32 << 20
+
+
+class ImageError(ValueError):
+    """An image passed to the runtime is not something it can segment; the message says how to fix it."""
+
+
+_HOW = "pass an H×W×3 uint8 RGB array (values 0..255)"
+
+
+def _from_pil(image: Any) -> Any:
+    """Convert a PIL image of any mode (palette, 16-bit, CMYK, ...) to RGB; other objects pass through."""
+    mode = getattr(image, "mode", None)
+    if isinstance(mode, str) and callable(getattr(image, "convert", None)) and mode != "RGB":
+        return image.convert("RGB")
+    return image
+
+
+def _dtype_error(arr: np.ndarray) -> ImageError:
+    """Explain why ``arr``'s dtype is refused and how to convert it."""
+    kind = arr.dtype.kind
+    if kind == "b":
+        return ImageError(f"got a boolean array (a mask?), not an image; {_HOW}")
+    if kind == "f":
+        finite = bool(np.isfinite(arr).all())
+        problem = "" if finite else " containing NaN or inf"
+        hint = ""
+        if finite and arr.size and float(arr.min()) >= 0.0 and float(arr.max()) <= 1.0:
+            hint = ", e.g. (image * 255).round().clip(0, 255).astype(np.uint8) for values in 0..1"
+        return ImageError(f"got a {arr.dtype} image{problem}; convert it to uint8 RGB 0..255{hint}")
+    if kind in "iu":
+        return ImageError(
+            f"got a {arr.dtype} image; convert it to uint8 RGB 0..255 "
+            "(scale 16-bit images down, e.g. (image >> 8).astype(np.uint8))"
+        )
+    return ImageError(f"got an array of dtype {arr.dtype}, not an image; {_HOW}")
+
+
+def as_rgb_uint8(image: Any) -> np.ndarray:
+    """Check an input image and return it as a C-contiguous H×W×3 uint8 RGB array.
+
+    Accepts an H×W×3 uint8 array (returned without copying when already contiguous). Converts an H×W or
+    H×W×1 grayscale array (replicated to 3 channels), an H×W×4 RGBA array (alpha dropped) and a PIL image
+    (``.convert("RGB")``). Anything else raises :class:`ImageError` saying what to do.
+    """
+    if isinstance(image, (str, bytes, bytearray)) or hasattr(image, "__fspath__"):
+        raise ImageError(
+            f"got {type(image).__name__} {image!r:.80}, not pixels; load the file first, "
+            "e.g. np.asarray(PIL.Image.open(path).convert('RGB'))"
+        )
+    try:
+        arr = np.asarray(_from_pil(image))
+    except (TypeError, ValueError) as exc:
+        raise ImageError(f"could not read a {type(image).__name__} as an array ({exc}); {_HOW}") from None
+    if arr.dtype.kind not in "biuf":
+        raise ImageError(f"got {type(image).__name__} (array dtype {arr.dtype}), not an image; {_HOW}")
+    if arr.ndim not in (2, 3):
+        raise ImageError(f"got an array of shape {arr.shape} ({arr.ndim} dimensions); {_HOW}")
+    if 0 in arr.shape:
+        raise ImageError(f"got an empty image of shape {arr.shape}; every side must be at least 1 pixel")
+    if arr.ndim == 3 and arr.shape[2] not in (1, 3, 4):
+        hint = ""
+        if arr.shape[0] in (1, 3, 4):
+            hint = "; it looks channels-first (C×H×W): use image.transpose(1, 2, 0)"
+        raise ImageError(
+            f"got {arr.shape[2]} channels (shape {arr.shape}); expected H×W×3 RGB, "
+            f"H×W×4 RGBA or H×W / H×W×1 grayscale{hint}"
+        )
+    if arr.dtype != np.uint8:
+        raise _dtype_error(arr)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.shape[2] == 1:
+        return np.repeat(arr, 3, axis=2)
+    return np.ascontiguousarray(arr[:, :, :3])
+
+
+def _axis_weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Neighbour indices ``i0, i1`` and float32 weights ``w0, w1`` for resizing one axis (half-pixel)."""
+    src = (np.arange(out_size, dtype=np.float64) + 0.5) * (in_size / out_size) - 0.5
+    np.maximum(src, 0.0, out=src)
+    i0 = np.minimum(src.astype(np.intp), in_size - 1)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    w1 = (src - i0).astype(np.float32)
+    return i0, i1, np.float32(1.0) - w1, w1
+
+
+def _blend(
+    a: np.ndarray, axis: int, i0: np.ndarray, i1: np.ndarray, w0: np.ndarray, w1: np.ndarray
+) -> np.ndarray:
+    """``a[i0] * w0 + a[i1] * w1`` along ``axis`` (float32 result)."""
+    shape = [1] * a.ndim
+    shape[axis] = -1
+    out = np.take(a, i0, axis=axis) * w0.reshape(shape)
+    out += np.take(a, i1, axis=axis) * w1.reshape(shape)
+    return out
+
+
+def _resize_axis(a: np.ndarray, axis: int, out_size: int) -> np.ndarray:
+    """Bilinearly resize ``a`` along one axis; a no-op when the size already matches."""
+    if a.shape[axis] == out_size:
+        return a
+    return _blend(a, axis, *_axis_weights(a.shape[axis], out_size))
+
+
+def _check_size(size: Sequence[int]) -> tuple[int, int]:
+    """Validate an (height, width) pair of positive ints."""
+    try:
+        h, w = (int(s) for s in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"size must be (height, width), got {size!r}") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"size must be positive, got {(h, w)}")
+    return h, w
+
+
+def resize_bilinear(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Resize an H×W×C array (uint8 or float) to ``size`` = (h, w); returns float32 h×w×C.
+
+    Matches ``F.interpolate(mode="bilinear", align_corners=False, antialias=False)`` on the NCHW tensor.
+    """
+    h, w = _check_size(size)
+    if image.ndim != 3 or 0 in image.shape:
+        raise ValueError(f"expected a non-empty H×W×C array, got shape {image.shape}")
+    src = image if image.dtype == np.uint8 else image.astype(np.float32, copy=False)
+    out = _resize_axis(_resize_axis(src, 1, w), 0, h)
+    return out.astype(np.float32, copy=out is image)
+
+
+def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """``(image - mean) / std`` of an H×W×3 image, as a contiguous 1×3×H×W float32 tensor."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an H×W×3 image, got shape {image.shape}")
+    m = np.asarray(mean, dtype=np.float32).reshape(3)
+    s = np.asarray(std, dtype=np.float32).reshape(3)
+    if not np.all(s != 0):
+        raise ValueError(f"std must be non-zero, got {list(std)}")
+    x = (image.astype(np.float32, copy=False) - m) / s
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+
+def _label_dtype(num_classes: int) -> type[np.integer]:
+    """Smallest unsigned dtype holding ``num_classes`` labels (int32 beyond uint16)."""
+    if num_classes <= 256:
+        return np.uint8
+    if num_classes <= 65536:
+        return np.uint16
+    return np.int32
+
+
+def labels_from_logits(
+    logits: np.ndarray, size: Sequence[int], *, chunk_rows: int | None = None
+) -> np.ndarray:
+    """Label map of ``size`` = (H, W) from C×h×w logits: bilinear upsampling then argmax over classes.
+
+    Same result as upsampling the whole C×H×W tensor (``align_corners=False``) and taking the argmax, but
+    computed ``chunk_rows`` output rows at a time (default: as many as fit in ``LABEL_CHUNK_BYTES``) so
+    memory stays bounded. Ties go to the lowest class. dtype uint8 for C ≤ 256, uint16 for C ≤ 65536,
+    else int32.
+    """
+    if logits.ndim != 3 or 0 in logits.shape:
+        raise ValueError(f"expected non-empty C×h×w logits, got shape {logits.shape}")
+    height, width = _check_size(size)
+    num_classes, h, w = logits.shape
+    dtype = _label_dtype(num_classes)
+    if (height, width) == (h, w):
+        return logits.argmax(axis=0).astype(dtype)
+    # Classes last so that each chunk's argmax runs over contiguous memory.
+    hwc = np.ascontiguousarray(logits.astype(np.float32, copy=False).transpose(1, 2, 0))
+    if chunk_rows is None:
+        # Per output row: the width-resized source rows it needs plus ~3 float32 temporaries of the blend.
+        row_bytes = num_classes * width * 4 * (3.0 + max(1.0, h / height))
+        chunk_rows = max(1, int(LABEL_CHUNK_BYTES // row_bytes))
+    elif chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
+    i0, i1, w0, w1 = _axis_weights(h, height)
+    labels = np.empty((height, width), dtype=dtype)
+    for start in range(0, height, chunk_rows):
+        stop = min(start + chunk_rows, height)
+        if height == h:
+            block = _resize_axis(hwc[start:stop], 1, width)
+        else:
+            lo, hi = int(i0[start]), int(i1[stop - 1]) + 1
+            rows = _resize_axis(hwc[lo:hi], 1, width)
+            block = _blend(rows, 0, i0[start:stop] - lo, i1[start:stop] - lo, w0[start:stop], w1[start:stop])
+        labels[start:stop] = block.argmax(axis=2)
+    return labels

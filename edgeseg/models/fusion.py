@@ -1,0 +1,79 @@
+"""Exact re-parameterisations used before export: BatchNorm folding, identity and parallel-kernel merging.
+
+Modules that can be simplified implement ``reparameterize()``; :func:`fuse_model` applies it to every
+module of a copy, innermost first.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A conv with bias equal to ``bn(conv(x))`` in eval mode."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    fused = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        bias=True,
+    )
+    fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+    return fused
+
+
+@torch.no_grad()
+def add_identity(conv: nn.Conv2d) -> nn.Conv2d:
+    """A depthwise conv equal to ``x + conv(x)``: 1 added to the centre tap of every channel."""
+    if conv.groups != conv.in_channels or conv.in_channels != conv.out_channels:
+        raise ValueError("add_identity needs a depthwise conv with as many outputs as inputs")
+    if conv.stride != (1, 1) or any(2 * p != k - 1 for p, k in zip(conv.padding, conv.kernel_size)):
+        raise ValueError("add_identity needs stride 1 and 'same' padding")
+    fused = copy.deepcopy(conv)
+    kh, kw = conv.kernel_size
+    fused.weight[:, 0, kh // 2, kw // 2] += 1.0
+    return fused
+
+
+@torch.no_grad()
+def merge_depthwise(convs: list[nn.Conv2d]) -> nn.Conv2d:
+    """One depthwise conv equal to ``cat([conv_i(x_i)])`` over channel splits, smaller kernels zero-padded.
+
+    Exact because every conv is stride 1 with 'same' padding, so centring a kernel in a larger zero kernel
+    changes nothing.
+    """
+    k = max(c.kernel_size[0] for c in convs)
+    channels = sum(c.out_channels for c in convs)
+    merged = nn.Conv2d(channels, channels, k, padding=k // 2, groups=channels, bias=True)
+    merged.weight.zero_()
+    merged.bias.zero_()
+    start = 0
+    for conv in convs:
+        n, kc = conv.out_channels, conv.kernel_size[0]
+        if conv.groups != n or conv.in_channels != n or conv.stride != (1, 1) or conv.padding[0] != kc // 2:
+            raise ValueError("merge_depthwise needs stride-1 depthwise convs with 'same' padding")
+        off = (k - kc) // 2
+        merged.weight[start : start + n, :, off : off + kc, off : off + kc] = conv.weight
+        if conv.bias is not None:
+            merged.bias[start : start + n] = conv.bias
+        start += n
+    return merged
+
+
+def fuse_model(model: nn.Module) -> nn.Module:
+    """A deployment copy of ``model`` with every ``reparameterize()`` applied, in eval mode."""
+    fused = copy.deepcopy(model).eval()
+    for module in reversed(list(fused.modules())):
+        if hasattr(module, "reparameterize"):
+            module.reparameterize()
+    return fused

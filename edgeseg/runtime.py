@@ -1,0 +1,128 @@
+"""Run an exported bundle: the public, torch-free inference API.
+
+>>> import edgeseg.runtime
+>>> seg = edgeseg.runtime.load("bundles/afformer-tiny")       # backend from the bundle's target
+>>> labels = seg.predict(rgb_uint8_image)                     # H×W class ids at the image's size
+
+Needs numpy and the chosen backend's package only (never torch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeseg.bundle import Bundle, BundleError, read_bundle
+from edgeseg.imaging import as_rgb_uint8, labels_from_logits, normalize, resize_bilinear
+from edgeseg.runtimes import Runner, create_runner
+
+__all__ = ["Segmenter", "load"]
+
+
+class Segmenter:
+    """A bundle loaded on one backend: preprocessing, the model and label-map postprocessing."""
+
+    def __init__(self, bundle: Bundle, backend: str, runner: Runner) -> None:
+        for what, expected, got in (
+            ("input", bundle.input.shape, runner.input_shape),
+            ("output", bundle.output.shape, runner.output_shape),
+        ):
+            if tuple(expected) != tuple(got):
+                raise BundleError(
+                    f"{bundle.path}: the manifest's {what} shape {tuple(expected)} does not match the "
+                    f"{backend} model's {tuple(got)}; re-export the bundle"
+                )
+        self.bundle = bundle
+        self.backend = backend
+        self.runner = runner
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) images are resized to before inference."""
+        return self.bundle.input_size
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes the label maps index."""
+        return self.bundle.num_classes
+
+    def preprocess(self, image: Any) -> np.ndarray:
+        """RGB image (see :func:`~edgeseg.imaging.as_rgb_uint8`) → normalised 1×3×h×w float32 model input."""
+        rgb = as_rgb_uint8(image)
+        return normalize(resize_bilinear(rgb, self.input_size), self.bundle.mean, self.bundle.std)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Run the model alone on a preprocessed input; returns the 1×C×h'×w' float32 logits."""
+        expected = tuple(self.bundle.input.shape)
+        if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.shape != expected:
+            got = f"{x.dtype} array of shape {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
+            raise ValueError(
+                f"logits() expects a float32 array of shape {expected}, got {got}; "
+                "make one from an image with Segmenter.preprocess(image), or call predict(image)"
+            )
+        return self.runner.infer(x)
+
+    def predict(self, image: Any) -> np.ndarray:
+        """H×W label map for an RGB image, at the image's own size (uint8 for up to 256 classes)."""
+        rgb = as_rgb_uint8(image)
+        logits = self.logits(self.preprocess(rgb))
+        return labels_from_logits(logits[0], rgb.shape[:2])
+
+    def stream(self, frames: Iterable[Any]) -> Iterator[np.ndarray]:
+        """Yield one label map per frame of a video or camera iterator, lazily.
+
+        Frames must be RGB. A ``cv2.VideoCapture`` yields BGR frames; wrap it, e.g.::
+
+            def rgb_frames(capture):
+                ok, frame = capture.read()
+                while ok:
+                    yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                    ok, frame = capture.read()
+
+            for labels in seg.stream(rgb_frames(cv2.VideoCapture(0))): ...
+        """
+        for frame in frames:
+            yield self.predict(frame)
+
+    def __repr__(self) -> str:
+        h, w = self.input_size
+        return (
+            f"Segmenter(model={self.bundle.model_name!r}, backend={self.backend!r}, input={h}x{w}, "
+            f"classes={self.num_classes}, precision={self.bundle.precision!r}, "
+            f"threads={self.runner.threads}, path={str(self.bundle.path)!r})"
+        )
+
+
+def _runner_config(bundle: Bundle, backend: str) -> dict[str, Any]:
+    """The bundle's runtime config for ``backend``, keeping fp32 bundles in f32 on OpenVINO.
+
+    OpenVINO's CPU plugin runs in bf16 by default where the CPU supports it; an fp32 bundle whose manifest
+    sets no precision hint for OpenVINO (e.g. an ``onnx`` target run with ``backend="openvino"``) gets f32.
+    """
+    config = bundle.runtime_config(backend)
+    if backend == "openvino" and bundle.precision == "fp32":
+        config.setdefault("INFERENCE_PRECISION_HINT", "f32")
+    return config
+
+
+def load(
+    bundle: str | Path | Bundle,
+    backend: str | None = None,
+    threads: int | None = None,
+    *,
+    verify: bool = True,
+) -> Segmenter:
+    """Open a bundle and load its model on ``backend`` (default: the bundle's target).
+
+    ``threads`` caps the backend's CPU threads (None: its default). ``verify`` checks every file against
+    the sha256 in the manifest first (raises :class:`~edgeseg.bundle.BundleError` on mismatch).
+    """
+    opened = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
+    if verify:
+        opened.verify()
+    name = opened.default_backend if backend is None else backend
+    runner = create_runner(name, opened.artifact(name), threads=threads, config=_runner_config(opened, name))
+    return Segmenter(opened, name, runner)

@@ -1,0 +1,75 @@
+"""ONNX Runtime backend (CPUExecutionProvider)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeseg.runtimes.base import BackendUnavailableError, check_threads, static_shape
+
+
+def _import_onnxruntime() -> Any:
+    """Import onnxruntime, or explain how to install it."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "the onnxruntime backend needs ONNX Runtime: pip install 'edgeseg[onnxruntime]'"
+        ) from exc
+    return onnxruntime
+
+
+class OnnxRuntimeRunner:
+    """An ONNX graph in an ONNX Runtime InferenceSession on the CPU.
+
+    ``threads`` sets the intra-op thread pool (ORT's default: one per physical core); inter-op parallelism is
+    off (sequential execution). ``config`` entries are passed as session config entries, e.g.
+    ``{"session.intra_op.allow_spinning": "0"}``.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(
+        self, path: str | Path, threads: int | None = None, config: Mapping[str, Any] | None = None
+    ) -> None:
+        ort = _import_onnxruntime()
+        self.path = Path(path)
+        self.threads = check_threads(threads)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.inter_op_num_threads = 1
+        if self.threads is not None:
+            options.intra_op_num_threads = self.threads
+        for key, value in (config or {}).items():
+            options.add_session_config_entry(str(key), str(value))
+        self._session = ort.InferenceSession(
+            str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ValueError(
+                f"{self.path}: expected one input and one output, got {len(inputs)} and {len(outputs)}"
+            )
+        self._input_name, self._output_name = inputs[0].name, outputs[0].name
+        self._input_shape = static_shape(inputs[0].shape, f"{self.path} input {inputs[0].name!r}")
+        self._output_shape = static_shape(outputs[0].shape, f"{self.path} output {outputs[0].name!r}")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Static shape of the model input."""
+        return self._input_shape
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """Static shape of the model output."""
+        return self._output_shape
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """Run the session on ``x`` (made contiguous float32) and return the float32 output."""
+        feed = {self._input_name: np.ascontiguousarray(x, dtype=np.float32)}
+        (out,) = self._session.run([self._output_name], feed)
+        return np.asarray(out, dtype=np.float32)

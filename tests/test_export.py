@@ -1,0 +1,136 @@
+"""Export bundles: parity gate at two sizes for both backends, manifest, graph hygiene, atomic writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edgeseg import models
+from edgeseg.bundle import read_bundle
+from edgeseg.export import ExportRequest, ParityError, export_bundle, parse_size
+from edgeseg.runtime import load
+from tests.golden import GOLDEN_ROOT, golden_dir
+
+SIZES = [(256, 320), (352, 480)]
+TARGETS = ["onnxruntime", "openvino"]
+# Ops that would mean a size-dependent or non-portable construct slipped into the graph.
+FORBIDDEN_OPS = {"Einsum", "GatherND", "ScatterND", "Where", "NonZero", "Loop", "If", "Gather"}
+
+pytestmark = pytest.mark.slow
+
+
+def reference_model() -> torch.nn.Module:
+    """The model the session bundles were exported from (golden weights when available)."""
+    checkpoint = GOLDEN_ROOT / "afformer_tiny" / "checkpoint.pth"
+    return models.create("afformer-tiny", checkpoint=checkpoint if checkpoint.is_file() else None)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_bundle_passes_parity_and_describes_itself(afformer_bundle, target, size):
+    bundle = read_bundle(afformer_bundle(target, size))
+    bundle.verify()
+    manifest = bundle.manifest
+    h, w = size
+    assert manifest["target"] == target and manifest["precision"] == "fp32"
+    assert manifest["input"]["shape"] == [1, 3, h, w] and manifest["input"]["color"] == "RGB"
+    assert manifest["output"]["shape"] == [1, 150, h // 8, w // 8] and manifest["output"]["stride"] == 8
+    assert set(manifest["artifacts"]) == {"onnx", target}
+    parity = manifest["parity"]
+    assert parity["passed"] and set(parity["results"]) == {"onnx", target}
+    for result in parity["results"].values():
+        assert result["max_abs"] <= 1e-4
+        assert result["argmax_agreement"] >= 0.999
+    if target == "openvino":
+        assert parity["results"]["openvino"]["settings"] == {"INFERENCE_PRECISION_HINT": "f32"}
+        # fp32 IR: ov.save_model's default fp16 compression would halve this.
+        assert manifest["files"]["model.bin"]["bytes"] >= 4 * manifest["model"]["params"]
+    expected_files = {"manifest.json", *manifest["files"]}
+    assert {p.name for p in bundle.path.iterdir()} == expected_files
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_onnx_graph_is_static_4d_and_free_of_size_dependent_ops(afformer_bundle, size):
+    proto = onnx.load(str(afformer_bundle("onnxruntime", size) / "model.onnx"))
+    assert next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 18
+    ops = {n.op_type for n in proto.graph.node}
+    assert not ops & FORBIDDEN_OPS
+    inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
+    ranks = {len(v.type.tensor_type.shape.dim) for v in inferred.graph.value_info}
+    assert max(ranks) <= 4
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_runtime_logits_match_pytorch_on_a_fresh_input(afformer_bundle, target, backend, size):
+    segmenter = load(afformer_bundle(target, size), backend=backend)
+    x = np.random.default_rng(7).standard_normal((1, 3, *size), dtype=np.float32)
+    with torch.no_grad():
+        expected = reference_model()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(segmenter.logits(x), expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_golden_logits_through_the_runtimes(afformer_bundle, target):
+    golden = golden_dir("afformer_tiny")
+    segmenter = load(afformer_bundle(target, (256, 320)))
+    logits = segmenter.logits(np.load(golden / "input.npy"))
+    np.testing.assert_allclose(logits, np.load(golden / "logits.npy"), rtol=0, atol=1e-4)
+
+
+def test_static_graph_rejects_another_size(afformer_bundle):
+    segmenter = load(afformer_bundle("onnxruntime", (256, 320)))
+    with pytest.raises(ValueError, match="256"):
+        segmenter.logits(np.zeros((1, 3, 352, 480), np.float32))
+
+
+def test_failed_parity_gate_leaves_nothing_behind(tmp_path):
+    out = tmp_path / "bundle"
+    request = ExportRequest(model="afformer-tiny", out=out, target="openvino", input_size=(64, 64), tolerance=1e-12)
+    with pytest.raises(ParityError, match=r"parity check failed .* tolerance 1e-12"):
+        export_bundle(request)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_needs_force_and_is_replaced_whole(tmp_path):
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    request = ExportRequest(model="afformer-tiny", out=out, target="onnx", input_size=(64, 96))
+    with pytest.raises(FileExistsError, match="--force"):
+        export_bundle(request)
+    export_bundle(ExportRequest(**{**request.__dict__, "force": True}))
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
+    manifest = read_bundle(out).manifest
+    assert manifest["model"]["weights"] == "random" and "seed" in manifest["model"]["weights_note"]
+
+
+@pytest.mark.parametrize("text", ["512", "0x64", "64x-1", "axb"])
+def test_bad_input_sizes_are_explained(text):
+    with pytest.raises(ValueError, match="HEIGHTxWIDTH|positive"):
+        parse_size(text)
+
+
+def test_sizes_must_be_multiples_of_32(tmp_path):
+    with pytest.raises(ValueError, match="multiples of 32"):
+        export_bundle(ExportRequest(model="afformer-tiny", out=tmp_path / "b", input_size=(500, 500)))
+
+
+def test_manifest_records_checkpoint_provenance(afformer_bundle):
+    golden = golden_dir("afformer_tiny")
+    manifest = read_bundle(afformer_bundle("openvino", (256, 320))).manifest
+    checkpoint = manifest["model"]["checkpoint"]
+    assert manifest["model"]["weights"] == "checkpoint"
+    assert checkpoint["file"] == Path(golden / "checkpoint.pth").name
+    assert checkpoint["ignored_keys"] == [
+        "decode_head.align.conv.weight",
+        "decode_head.align.gn.weight",
+        "decode_head.align.gn.bias",
+    ]
+    assert {"torch", "onnx", "onnxruntime", "openvino", "edgeseg"} <= set(manifest["tools"])

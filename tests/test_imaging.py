@@ -1,0 +1,235 @@
+"""Input checks, bilinear resizing, normalisation and label maps (numpy only)."""
+
+from __future__ import annotations
+
+import math
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgeseg.imaging import ImageError, as_rgb_uint8, labels_from_logits, normalize, resize_bilinear
+
+
+def reference_resize(image: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Bilinear resize pixel by pixel: half-pixel centres, source clamped at 0, neighbours at the edge."""
+    in_h, in_w, channels = image.shape
+    src = image.astype(np.float64)
+    out = np.zeros((h, w, channels))
+
+    def neighbours(dst: int, in_size: int, out_size: int) -> tuple[int, int, float]:
+        s = max((dst + 0.5) * in_size / out_size - 0.5, 0.0)
+        lo = min(math.floor(s), in_size - 1)
+        return lo, min(lo + 1, in_size - 1), s - lo
+
+    for y in range(h):
+        y0, y1, ly = neighbours(y, in_h, h)
+        for x in range(w):
+            x0, x1, lx = neighbours(x, in_w, w)
+            top = (1 - lx) * src[y0, x0] + lx * src[y0, x1]
+            bottom = (1 - lx) * src[y1, x0] + lx * src[y1, x1]
+            out[y, x] = (1 - ly) * top + ly * bottom
+    return out
+
+
+def unchunked_labels(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Upsample the whole C×h×w tensor at once, then argmax."""
+    return resize_bilinear(logits.transpose(1, 2, 0), size).argmax(axis=2)
+
+
+# ---- resize_bilinear ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("in_size", [(1, 1), (1, 5), (4, 1), (5, 7), (8, 3)])
+@pytest.mark.parametrize("out_size", [(1, 1), (1, 6), (3, 1), (2, 3), (5, 7), (11, 4), (16, 21)])
+def test_resize_matches_reference(in_size: tuple[int, int], out_size: tuple[int, int]) -> None:
+    rng = np.random.default_rng(sum(in_size) * 31 + sum(out_size))
+    image = rng.integers(0, 256, (*in_size, 3), dtype=np.uint8)
+    out = resize_bilinear(image, out_size)
+    assert out.shape == (*out_size, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out, reference_resize(image, *out_size), rtol=0, atol=1e-3)
+    floats = rng.standard_normal((*in_size, 2))
+    np.testing.assert_allclose(
+        resize_bilinear(floats, out_size), reference_resize(floats, *out_size), rtol=0, atol=1e-5
+    )
+
+
+def test_resize_known_values() -> None:
+    row = np.array([[[0.0], [10.0]]])  # 1×2×1
+    np.testing.assert_allclose(resize_bilinear(row, (1, 4))[0, :, 0], [0.0, 2.5, 7.5, 10.0])
+    row4 = np.array([[[0.0], [10.0], [20.0], [30.0]]])
+    np.testing.assert_allclose(resize_bilinear(row4, (1, 2))[0, :, 0], [5.0, 25.0])  # no antialiasing
+    np.testing.assert_allclose(resize_bilinear(row4, (1, 1))[0, :, 0], [15.0])
+    np.testing.assert_allclose(resize_bilinear(row4[:, :3], (1, 1))[0, :, 0], [10.0])
+    np.testing.assert_allclose(resize_bilinear(np.full((1, 1, 3), 7, np.uint8), (4, 9)), 7.0)
+
+
+def test_resize_same_size_is_a_float_copy() -> None:
+    image = np.arange(24, dtype=np.float32).reshape(2, 4, 3)
+    out = resize_bilinear(image, (2, 4))
+    np.testing.assert_array_equal(out, image)
+    assert not np.shares_memory(out, image)
+    np.testing.assert_array_equal(resize_bilinear(image.astype(np.uint8), (2, 4)), image)
+
+
+def test_resize_uint8_equals_float() -> None:
+    image = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    np.testing.assert_allclose(
+        resize_bilinear(image, (64, 96)), resize_bilinear(image.astype(np.float64), (64, 96)), atol=1e-4
+    )
+
+
+@pytest.mark.parametrize("size", [(0, 4), (4, -1), (3,), "ab", None])
+def test_resize_rejects_bad_sizes(size: object) -> None:
+    with pytest.raises(ValueError, match="size"):
+        resize_bilinear(np.zeros((4, 4, 3), np.uint8), size)  # type: ignore[arg-type]
+
+
+# ---- normalize ------------------------------------------------------------------------------------
+
+
+def test_normalize() -> None:
+    image = np.random.default_rng(1).uniform(0, 255, (5, 7, 3)).astype(np.float32)
+    mean, std = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+    x = normalize(image, mean, std)
+    assert x.shape == (1, 3, 5, 7) and x.dtype == np.float32 and x.flags.c_contiguous
+    for c in range(3):
+        np.testing.assert_allclose(x[0, c], (image[:, :, c] - mean[c]) / std[c], rtol=1e-6)
+    with pytest.raises(ValueError, match="non-zero"):
+        normalize(image, mean, [1.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="H×W×3"):
+        normalize(image[:, :, :2], mean, std)
+
+
+# ---- labels_from_logits ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(64, 96), (61, 101), (5, 3), (8, 40)])
+@pytest.mark.parametrize("chunk_rows", [1, 7, None, 10_000])
+def test_labels_chunked_equals_unchunked(size: tuple[int, int], chunk_rows: int | None) -> None:
+    logits = np.random.default_rng(2).standard_normal((6, 8, 12)).astype(np.float32)
+    labels = labels_from_logits(logits, size, chunk_rows=chunk_rows)
+    assert labels.shape == size and labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels, unchunked_labels(logits, size))
+
+
+def test_labels_follow_the_reference_upsampling() -> None:
+    logits = np.random.default_rng(3).standard_normal((4, 3, 5)) * 10
+    size = (13, 17)
+    reference = reference_resize(logits.transpose(1, 2, 0), *size).argmax(axis=2)
+    np.testing.assert_array_equal(labels_from_logits(logits.astype(np.float32), size), reference)
+
+
+def test_labels_same_size_is_plain_argmax() -> None:
+    logits = np.random.default_rng(4).standard_normal((9, 6, 4)).astype(np.float32)
+    np.testing.assert_array_equal(labels_from_logits(logits, (6, 4)), logits.argmax(axis=0))
+
+
+def test_labels_ties_go_to_the_lowest_class() -> None:
+    logits = np.zeros((3, 2, 2), np.float32)
+    logits[1:] = 1.0
+    np.testing.assert_array_equal(labels_from_logits(logits, (5, 5)), np.ones((5, 5)))
+
+
+@pytest.mark.parametrize(
+    ("classes", "dtype"), [(2, np.uint8), (256, np.uint8), (257, np.uint16), (65537, np.int32)]
+)
+def test_label_dtype(classes: int, dtype: type) -> None:
+    logits = np.zeros((classes, 1, 2), np.float32)
+    logits[-1] = 1.0
+    labels = labels_from_logits(logits, (3, 4))
+    assert labels.dtype == dtype
+    assert (labels == classes - 1).all()
+
+
+def test_labels_memory_stays_bounded() -> None:
+    logits = np.random.default_rng(5).standard_normal((150, 24, 32)).astype(np.float32)
+    size = (540, 960)  # the full upsampled tensor would take 150 × 540 × 960 × 4 B = 311 MB
+    tracemalloc.start()
+    try:
+        labels = labels_from_logits(logits, size)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert labels.shape == size
+    assert peak < 64 << 20
+    np.testing.assert_array_equal(labels, labels_from_logits(logits, size, chunk_rows=1))
+
+
+def test_labels_reject_bad_input() -> None:
+    with pytest.raises(ValueError, match="C×h×w"):
+        labels_from_logits(np.zeros((1, 5, 8, 8), np.float32), (8, 8))
+    with pytest.raises(ValueError, match="chunk_rows"):
+        labels_from_logits(np.zeros((5, 8, 8), np.float32), (16, 16), chunk_rows=0)
+
+
+# ---- as_rgb_uint8 ---------------------------------------------------------------------------------
+
+
+def test_rgb_uint8_passes_through_without_copy() -> None:
+    image = np.zeros((4, 5, 3), np.uint8)
+    out = as_rgb_uint8(image)
+    assert out.shape == (4, 5, 3) and np.shares_memory(out, image)
+
+
+def test_non_contiguous_input_becomes_contiguous() -> None:
+    image = np.random.default_rng(6).integers(0, 256, (4, 5, 3), dtype=np.uint8)[:, ::-1]
+    out = as_rgb_uint8(image)
+    assert out.flags.c_contiguous
+    np.testing.assert_array_equal(out, image)
+
+
+@pytest.mark.parametrize("shape", [(4, 5), (4, 5, 1)])
+def test_grayscale_is_replicated(shape: tuple[int, ...]) -> None:
+    gray = np.arange(20, dtype=np.uint8).reshape(shape)
+    out = as_rgb_uint8(gray)
+    assert out.shape == (4, 5, 3) and out.dtype == np.uint8 and out.flags.c_contiguous
+    for c in range(3):
+        np.testing.assert_array_equal(out[:, :, c], gray.reshape(4, 5))
+
+
+def test_rgba_drops_alpha() -> None:
+    rgba = np.random.default_rng(7).integers(0, 256, (4, 5, 4), dtype=np.uint8)
+    out = as_rgb_uint8(rgba)
+    assert out.shape == (4, 5, 3) and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, rgba[:, :, :3])
+
+
+def test_pil_images_are_converted_to_rgb() -> None:
+    rgb = np.random.default_rng(8).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(as_rgb_uint8(Image.fromarray(rgb)), rgb)
+    np.testing.assert_array_equal(as_rgb_uint8(Image.fromarray(rgb).convert("RGBA")), rgb)
+    palette = Image.fromarray(rgb).quantize(colors=4)  # mode "P": indices, not gray levels
+    np.testing.assert_array_equal(as_rgb_uint8(palette), np.asarray(palette.convert("RGB")))
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (None, "not an image"),
+        ({"a": 1}, "not an image"),
+        ("photo.jpg", "load the file first"),
+        (Path("photo.jpg"), "load the file first"),
+        ([[1, 2], [3]], "could not read a list"),
+        (np.zeros((0, 5, 3), np.uint8), "empty image"),
+        (np.zeros((4, 0), np.uint8), "empty image"),
+        (np.zeros(5, np.uint8), "1 dimensions"),
+        (np.zeros((1, 4, 4, 3), np.uint8), "4 dimensions"),
+        (np.zeros((4, 4, 2), np.uint8), "2 channels"),
+        (np.zeros((4, 4, 5), np.uint8), "5 channels"),
+        (np.zeros((3, 8, 8), np.uint8), "channels-first"),
+        (np.full((4, 4, 3), 0.5, np.float32), r"convert it to uint8 RGB 0..255, e.g. \(image \* 255\)"),
+        (np.full((4, 4, 3), 100.0), "float64 image; convert it to uint8"),
+        (np.full((4, 4, 3), np.nan, np.float32), "NaN or inf"),
+        (np.zeros((4, 4, 3), bool), "boolean"),
+        (np.zeros((4, 4, 3), np.uint16), "uint16 image; convert it to uint8"),
+        ([[[1, 2, 3]]], "int64 image; convert it to uint8"),
+        (np.zeros((4, 4, 3), np.complex64), "not an image"),
+    ],
+)
+def test_bad_images_raise_helpful_errors(image: object, message: str) -> None:
+    with pytest.raises(ImageError, match=message) as info:
+        as_rgb_uint8(image)
+    assert isinstance(info.value, ValueError)
