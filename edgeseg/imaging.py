@@ -100,9 +100,7 @@ def _axis_weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, 
     return i0, i1, np.float32(1.0) - w1, w1
 
 
-def _blend(
-    a: np.ndarray, axis: int, i0: np.ndarray, i1: np.ndarray, w0: np.ndarray, w1: np.ndarray
-) -> np.ndarray:
+def _blend(a: np.ndarray, axis: int, i0: np.ndarray, i1: np.ndarray, w0: np.ndarray, w1: np.ndarray) -> np.ndarray:
     """``a[i0] * w0 + a[i1] * w1`` along ``axis`` (float32 result)."""
     shape = [1] * a.ndim
     shape[axis] = -1
@@ -163,9 +161,7 @@ def _label_dtype(num_classes: int) -> type[np.integer]:
     return np.int32
 
 
-def labels_from_logits(
-    logits: np.ndarray, size: Sequence[int], *, chunk_rows: int | None = None
-) -> np.ndarray:
+def labels_from_logits(logits: np.ndarray, size: Sequence[int], *, chunk_rows: int | None = None) -> np.ndarray:
     """Label map of ``size`` = (H, W) from C×h×w logits: bilinear upsampling then argmax over classes.
 
     Same result as upsampling the whole C×H×W tensor (``align_corners=False``) and taking the argmax, but

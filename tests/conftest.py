@@ -51,9 +51,7 @@ def tiny_conv() -> TinyConv:
 
 def _tiny_onnx(conv: TinyConv, path: Path) -> None:
     """Save the one-Conv graph (opset 18, input ``input``, output ``logits``) to ``path``."""
-    node = helper.make_node(
-        "Conv", ["input", "weight", "bias"], ["logits"], kernel_shape=[8, 8], strides=[8, 8]
-    )
+    node = helper.make_node("Conv", ["input", "weight", "bias"], ["logits"], kernel_shape=[8, 8], strides=[8, 8])
     graph = helper.make_graph(
         [node],
         "tiny",

@@ -113,7 +113,7 @@ def test_existing_output_needs_force_and_is_replaced_whole(tmp_path):
 
 @pytest.mark.parametrize("text", ["512", "0x64", "64x-1", "axb"])
 def test_bad_input_sizes_are_explained(text):
-    with pytest.raises(ValueError, match="HEIGHTxWIDTH|positive"):
+    with pytest.raises(ValueError, match=r"HEIGHTxWIDTH|positive"):
         parse_size(text)
 
 

@@ -133,9 +133,7 @@ def test_labels_ties_go_to_the_lowest_class() -> None:
     np.testing.assert_array_equal(labels_from_logits(logits, (5, 5)), np.ones((5, 5)))
 
 
-@pytest.mark.parametrize(
-    ("classes", "dtype"), [(2, np.uint8), (256, np.uint8), (257, np.uint16), (65537, np.int32)]
-)
+@pytest.mark.parametrize(("classes", "dtype"), [(2, np.uint8), (256, np.uint8), (257, np.uint16), (65537, np.int32)])
 def test_label_dtype(classes: int, dtype: type) -> None:
     logits = np.zeros((classes, 1, 2), np.float32)
     logits[-1] = 1.0

@@ -23,9 +23,7 @@ from edgeseg.bundle import Bundle, read_bundle
 
 BOUNDARIES = {
     "model": "normalised input → logits, excludes pre/post-processing",
-    "end-to-end": (
-        "uint8 image → label map at the image size, includes resize, normalise, upsample and argmax"
-    ),
+    "end-to-end": ("uint8 image → label map at the image size, includes resize, normalise, upsample and argmax"),
 }
 DEFAULT_IMAGE_SIZE = (720, 1280)
 MIB = 1024 * 1024

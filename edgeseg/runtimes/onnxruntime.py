@@ -32,9 +32,7 @@ class OnnxRuntimeRunner:
 
     name = "onnxruntime"
 
-    def __init__(
-        self, path: str | Path, threads: int | None = None, config: Mapping[str, Any] | None = None
-    ) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, config: Mapping[str, Any] | None = None) -> None:
         ort = _import_onnxruntime()
         self.path = Path(path)
         self.threads = check_threads(threads)
@@ -46,14 +44,10 @@ class OnnxRuntimeRunner:
             options.intra_op_num_threads = self.threads
         for key, value in (config or {}).items():
             options.add_session_config_entry(str(key), str(value))
-        self._session = ort.InferenceSession(
-            str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=["CPUExecutionProvider"])
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(
-                f"{self.path}: expected one input and one output, got {len(inputs)} and {len(outputs)}"
-            )
+            raise ValueError(f"{self.path}: expected one input and one output, got {len(inputs)} and {len(outputs)}")
         self._input_name, self._output_name = inputs[0].name, outputs[0].name
         self._input_shape = static_shape(inputs[0].shape, f"{self.path} input {inputs[0].name!r}")
         self._output_shape = static_shape(outputs[0].shape, f"{self.path} output {outputs[0].name!r}")

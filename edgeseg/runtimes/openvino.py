@@ -16,9 +16,7 @@ def _import_openvino() -> Any:
     try:
         import openvino
     except ImportError as exc:
-        raise BackendUnavailableError(
-            "the openvino backend needs OpenVINO: pip install 'edgeseg[openvino]'"
-        ) from exc
+        raise BackendUnavailableError("the openvino backend needs OpenVINO: pip install 'edgeseg[openvino]'") from exc
     return openvino
 
 
@@ -37,9 +35,7 @@ class OpenVINORunner:
 
     name = "openvino"
 
-    def __init__(
-        self, path: str | Path, threads: int | None = None, config: Mapping[str, Any] | None = None
-    ) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, config: Mapping[str, Any] | None = None) -> None:
         ov = _import_openvino()
         self.path = Path(path)
         self.threads = check_threads(threads)
@@ -47,8 +43,7 @@ class OpenVINORunner:
         model = core.read_model(str(self.path))
         if len(model.inputs) != 1 or len(model.outputs) != 1:
             raise ValueError(
-                f"{self.path}: expected one input and one output, "
-                f"got {len(model.inputs)} and {len(model.outputs)}"
+                f"{self.path}: expected one input and one output, got {len(model.inputs)} and {len(model.outputs)}"
             )
         properties: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
         if self.threads is not None:
