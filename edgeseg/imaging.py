@@ -161,38 +161,72 @@ def _label_dtype(num_classes: int) -> type[np.integer]:
     return np.int32
 
 
-def labels_from_logits(logits: np.ndarray, size: Sequence[int], *, chunk_rows: int | None = None) -> np.ndarray:
+# Above this fraction of boundary pixels, blending whole rows is cheaper than blending pixel by pixel.
+DENSE_BLEND_FRACTION = 0.3
+
+
+def _blend_rows(hwc: np.ndarray, size: tuple[int, int], labels: np.ndarray) -> None:
+    """Argmax of the fully upsampled logits, a block of output rows at a time (classes last)."""
+    (height, width), (h, _, num_classes) = size, hwc.shape
+    # Per output row: the width-resized source rows it needs plus ~3 float32 temporaries of the blend.
+    row_bytes = num_classes * width * 4 * (3.0 + max(1.0, h / height))
+    chunk_rows = max(1, int(LABEL_CHUNK_BYTES // row_bytes))
+    i0, i1, w0, w1 = _axis_weights(h, height)
+    for start in range(0, height, chunk_rows):
+        stop = min(start + chunk_rows, height)
+        lo, hi = int(i0[start]), int(i1[stop - 1]) + 1
+        rows = _resize_axis(hwc[lo:hi], 1, width)
+        block = _blend(rows, 0, i0[start:stop] - lo, i1[start:stop] - lo, w0[start:stop], w1[start:stop])
+        labels[start:stop] = block.argmax(axis=2)
+
+
+def _blend_pixels(hwc: np.ndarray, size: tuple[int, int], ys: np.ndarray, xs: np.ndarray, labels: np.ndarray) -> None:
+    """Argmax of the upsampled logits at the pixels ``(ys, xs)`` only, in bounded chunks."""
+    (height, width), (h, w, num_classes) = size, hwc.shape
+    y0, y1, wy0, wy1 = _axis_weights(h, height)
+    x0, x1, wx0, wx1 = _axis_weights(w, width)
+    # Per blended pixel: 4 gathered corner vectors and ~3 float32 temporaries.
+    chunk = max(1, LABEL_CHUNK_BYTES // (num_classes * 4 * 7))
+    for start in range(0, ys.size, chunk):
+        py, px = ys[start : start + chunk], xs[start : start + chunk]
+        # Width first, then height: the same float32 operations as :func:`_blend_rows`.
+        a, b = wx0[px, None], wx1[px, None]
+        upper = hwc[y0[py], x0[px]] * a
+        upper += hwc[y0[py], x1[px]] * b
+        lower = hwc[y1[py], x0[px]] * a
+        lower += hwc[y1[py], x1[px]] * b
+        blended = upper * wy0[py, None]
+        blended += lower * wy1[py, None]
+        labels[py, px] = blended.argmax(axis=1)
+
+
+def labels_from_logits(logits: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """Label map of ``size`` = (H, W) from C×h×w logits: bilinear upsampling then argmax over classes.
 
-    Same result as upsampling the whole C×H×W tensor (``align_corners=False``) and taking the argmax, but
-    computed ``chunk_rows`` output rows at a time (default: as many as fit in ``LABEL_CHUNK_BYTES``) so
-    memory stays bounded. Ties go to the lowest class. dtype uint8 for C ≤ 256, uint16 for C ≤ 65536,
-    else int32.
+    The same result as upsampling the whole C×H×W tensor (``align_corners=False``) and taking the argmax,
+    in bounded memory and mostly without upsampling: a pixel's logits are a bilinear blend of the 4
+    source pixels around it, and the difference of two classes' blends is bilinear, so it is smallest at
+    one of those corners. Where one class wins at all 4 corners it wins at every pixel between them; only
+    pixels whose corners disagree (near class boundaries) are blended. Ties go to the lowest class.
+    dtype uint8 for C ≤ 256, uint16 for C ≤ 65536, else int32.
     """
     if logits.ndim != 3 or 0 in logits.shape:
         raise ValueError(f"expected non-empty C×h×w logits, got shape {logits.shape}")
     height, width = _check_size(size)
     num_classes, h, w = logits.shape
     dtype = _label_dtype(num_classes)
+    coarse = logits.argmax(axis=0)
     if (height, width) == (h, w):
-        return logits.argmax(axis=0).astype(dtype)
-    # Classes last so that each chunk's argmax runs over contiguous memory.
+        return coarse.astype(dtype)
+    y0, y1, _, _ = _axis_weights(h, height)
+    x0, x1, _, _ = _axis_weights(w, width)
+    top, bottom = coarse[y0], coarse[y1]
+    labels = top[:, x0]
+    mixed = (labels != top[:, x1]) | (labels != bottom[:, x0]) | (labels != bottom[:, x1])
+    labels = labels.astype(dtype)
     hwc = np.ascontiguousarray(logits.astype(np.float32, copy=False).transpose(1, 2, 0))
-    if chunk_rows is None:
-        # Per output row: the width-resized source rows it needs plus ~3 float32 temporaries of the blend.
-        row_bytes = num_classes * width * 4 * (3.0 + max(1.0, h / height))
-        chunk_rows = max(1, int(LABEL_CHUNK_BYTES // row_bytes))
-    elif chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
-    i0, i1, w0, w1 = _axis_weights(h, height)
-    labels = np.empty((height, width), dtype=dtype)
-    for start in range(0, height, chunk_rows):
-        stop = min(start + chunk_rows, height)
-        if height == h:
-            block = _resize_axis(hwc[start:stop], 1, width)
-        else:
-            lo, hi = int(i0[start]), int(i1[stop - 1]) + 1
-            rows = _resize_axis(hwc[lo:hi], 1, width)
-            block = _blend(rows, 0, i0[start:stop] - lo, i1[start:stop] - lo, w0[start:stop], w1[start:stop])
-        labels[start:stop] = block.argmax(axis=2)
+    if mixed.mean() > DENSE_BLEND_FRACTION:
+        _blend_rows(hwc, (height, width), labels)
+    else:
+        _blend_pixels(hwc, (height, width), *np.nonzero(mixed), labels)
     return labels

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edgeseg import imaging
 from edgeseg.imaging import ImageError, as_rgb_uint8, labels_from_logits, normalize, resize_bilinear
 
 
@@ -106,13 +107,36 @@ def test_normalize() -> None:
 # ---- labels_from_logits ---------------------------------------------------------------------------
 
 
+def region_logits(classes: int, h: int, w: int, seed: int) -> np.ndarray:
+    """Logits of a few smooth regions (as a trained model gives), so most coarse cells agree."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    logits = rng.standard_normal((classes, h, w)).astype(np.float32) * 0.1
+    for k, (cy, cx) in enumerate(rng.uniform(0, 1, (4, 2)) * (h, w)):
+        logits[k * 2] += 20 - np.hypot(yy - cy, xx - cx)
+    return logits
+
+
 @pytest.mark.parametrize("size", [(64, 96), (61, 101), (5, 3), (8, 40)])
-@pytest.mark.parametrize("chunk_rows", [1, 7, None, 10_000])
-def test_labels_chunked_equals_unchunked(size: tuple[int, int], chunk_rows: int | None) -> None:
-    logits = np.random.default_rng(2).standard_normal((6, 8, 12)).astype(np.float32)
-    labels = labels_from_logits(logits, size, chunk_rows=chunk_rows)
+@pytest.mark.parametrize("dense_fraction", [0.0, 1.1], ids=["rows", "pixels"])
+@pytest.mark.parametrize("chunk_bytes", [1, 1 << 12, 32 << 20])
+@pytest.mark.parametrize("kind", ["noise", "regions"])
+def test_labels_equal_the_full_upsampling(size, dense_fraction, chunk_bytes, kind, monkeypatch) -> None:
+    monkeypatch.setattr(imaging, "DENSE_BLEND_FRACTION", dense_fraction)
+    monkeypatch.setattr(imaging, "LABEL_CHUNK_BYTES", chunk_bytes)
+    if kind == "noise":
+        logits = np.random.default_rng(2).standard_normal((6, 8, 12)).astype(np.float32)
+    else:
+        logits = region_logits(9, 8, 12, seed=2)
+    labels = labels_from_logits(logits, size)
     assert labels.shape == size and labels.dtype == np.uint8
     np.testing.assert_array_equal(labels, unchunked_labels(logits, size))
+
+
+def test_region_logits_blend_only_boundary_pixels() -> None:
+    logits = region_logits(150, 64, 64, seed=0)
+    labels = labels_from_logits(logits, (720, 1280))
+    np.testing.assert_array_equal(labels, unchunked_labels(logits, (720, 1280)))
 
 
 def test_labels_follow_the_reference_upsampling() -> None:
@@ -153,14 +177,12 @@ def test_labels_memory_stays_bounded() -> None:
         tracemalloc.stop()
     assert labels.shape == size
     assert peak < 64 << 20
-    np.testing.assert_array_equal(labels, labels_from_logits(logits, size, chunk_rows=1))
+    np.testing.assert_array_equal(labels[::7, ::11], unchunked_labels(logits, size)[::7, ::11])
 
 
 def test_labels_reject_bad_input() -> None:
     with pytest.raises(ValueError, match="C×h×w"):
         labels_from_logits(np.zeros((1, 5, 8, 8), np.float32), (8, 8))
-    with pytest.raises(ValueError, match="chunk_rows"):
-        labels_from_logits(np.zeros((5, 8, 8), np.float32), (16, 16), chunk_rows=0)
 
 
 # ---- as_rgb_uint8 ---------------------------------------------------------------------------------
