@@ -26,6 +26,7 @@ pytestmark = pytest.mark.slow
 def reference_model() -> torch.nn.Module:
     """The model the session bundles were exported from (golden weights when available)."""
     checkpoint = GOLDEN_ROOT / "afformer_tiny" / "checkpoint.pth"
+    torch.manual_seed(ExportRequest.seed)  # the exporter seeds random weights the same way
     return models.create("afformer-tiny", checkpoint=checkpoint if checkpoint.is_file() else None)
 
 
