@@ -34,10 +34,10 @@ def sha256_of(path: Path) -> str:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """Name, static shape and dtype of a graph input or output."""
+    """Name, shape (None for a dimension the graph leaves symbolic) and dtype of a graph input or output."""
 
     name: str
-    shape: tuple[int, ...]
+    shape: tuple[int | None, ...]
     dtype: str
 
 
@@ -76,9 +76,34 @@ class Bundle:
 
     @property
     def input_size(self) -> tuple[int, int]:
-        """(height, width) the graph was exported for."""
-        shape = self.manifest["input"]["shape"]
-        return int(shape[2]), int(shape[3])
+        """(height, width) the graph was exported for (the tracing example of a dynamic graph)."""
+        spec = self.manifest["input"]
+        h, w = spec.get("example_size") or spec["shape"][2:4]
+        return int(h), int(w)
+
+    @property
+    def dynamic(self) -> bool:
+        """True when one graph accepts every height and width that is a multiple of ``size_multiple``."""
+        return None in self.input.shape
+
+    @property
+    def size_multiple(self) -> int:
+        return int(self.manifest["input"].get("size_multiple", 1))
+
+    def model_input_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """The (height, width) an image of ``image_size`` is resized to before inference.
+
+        Static graphs take their one size. Dynamic graphs keep the image's aspect ratio (mmseg's test-time
+        rule): scale so the short side is ``short_side`` without the long side passing ``max_long_side``,
+        then round each side to the nearest multiple.
+        """
+        policy = self.manifest["input"].get("resize", {"mode": "stretch"})
+        if policy["mode"] == "stretch":
+            return self.input_size
+        h, w = image_size
+        scale = min(policy["short_side"] / min(h, w), policy["max_long_side"] / max(h, w))
+        m = policy["multiple"]
+        return max(m, round(h * scale / m) * m), max(m, round(w * scale / m) * m)
 
     @property
     def mean(self) -> tuple[float, float, float]:

@@ -44,6 +44,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         opset=args.opset,
         tolerance=args.tolerance,
         force=args.force,
+        dynamic=args.dynamic,
     )
     out = export_bundle(request)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -108,7 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--model", required=True, help="a name from `edgeseg models`")
     export.add_argument("--checkpoint", help="official checkpoint (.pth); without it the weights are random")
     export.add_argument("--num-classes", type=_positive_int, default=150)
-    export.add_argument("--input-size", default="512x512", help="HEIGHTxWIDTH of the static graph")
+    export.add_argument(
+        "--input-size", default="512x512", help="HEIGHTxWIDTH of the static graph (the example size with --dynamic)"
+    )
+    export.add_argument(
+        "--dynamic", action="store_true", help="one graph for every height and width that is a multiple of 32"
+    )
     export.add_argument("--target", default="onnxruntime", choices=["onnx", "onnxruntime", "openvino"])
     export.add_argument("--precision", default="fp32", choices=["fp32"])
     export.add_argument("--opset", type=int, default=18)

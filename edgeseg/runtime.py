@@ -41,7 +41,7 @@ class Segmenter:
 
     @property
     def input_size(self) -> tuple[int, int]:
-        """(height, width) images are resized to before inference."""
+        """(height, width) of the graph; for a dynamic bundle, its example size (see ``model_input_size``)."""
         return self.bundle.input_size
 
     @property
@@ -52,18 +52,29 @@ class Segmenter:
     def preprocess(self, image: Any) -> np.ndarray:
         """RGB image (see :func:`~edgeseg.imaging.as_rgb_uint8`) → normalised 1×3×h×w float32 model input."""
         rgb = as_rgb_uint8(image)
-        return normalize(resize_bilinear(rgb, self.input_size), self.bundle.mean, self.bundle.std)
+        size = self.bundle.model_input_size(rgb.shape[:2])
+        return normalize(resize_bilinear(rgb, size), self.bundle.mean, self.bundle.std)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Run the model alone on a preprocessed input; returns the 1×C×h'×w' float32 logits."""
         expected = tuple(self.bundle.input.shape)
-        if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.shape != expected:
+        if not isinstance(x, np.ndarray) or x.dtype != np.float32 or not self._fits(x.shape):
             got = f"{x.dtype} array of shape {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
+            wanted = expected
+            if self.bundle.dynamic:
+                wanted = f"{expected[:2]} + (H, W), H and W multiples of {self.bundle.size_multiple}"
             raise ValueError(
-                f"logits() expects a float32 array of shape {expected}, got {got}; "
+                f"logits() expects a float32 array of shape {wanted}, got {got}; "
                 "make one from an image with Segmenter.preprocess(image), or call predict(image)"
             )
         return self.runner.infer(x)
+
+    def _fits(self, shape: tuple[int, ...]) -> bool:
+        expected = self.bundle.input.shape
+        multiple = self.bundle.size_multiple
+        return len(shape) == len(expected) and all(
+            s == e if e is not None else s > 0 and s % multiple == 0 for s, e in zip(shape, expected)
+        )
 
     def predict(self, image: Any) -> np.ndarray:
         """H×W label map for an RGB image, at the image's own size (uint8 for up to 256 classes)."""
@@ -89,8 +100,9 @@ class Segmenter:
 
     def __repr__(self) -> str:
         h, w = self.input_size
+        size = f"dynamic, e.g. {h}x{w}" if self.bundle.dynamic else f"{h}x{w}"
         return (
-            f"Segmenter(model={self.bundle.model_name!r}, backend={self.backend!r}, input={h}x{w}, "
+            f"Segmenter(model={self.bundle.model_name!r}, backend={self.backend!r}, input={size}, "
             f"classes={self.num_classes}, precision={self.bundle.precision!r}, "
             f"threads={self.runner.threads}, path={str(self.bundle.path)!r})"
         )

@@ -49,14 +49,20 @@ def tiny_conv() -> TinyConv:
     return TinyConv(weight, bias)
 
 
-def _tiny_onnx(conv: TinyConv, path: Path) -> None:
-    """Save the one-Conv graph (opset 18, input ``input``, output ``logits``) to ``path``."""
+def _tiny_onnx(conv: TinyConv, path: Path, dynamic: bool) -> None:
+    """Save the one-Conv graph (opset 18, input ``input``, output ``logits``) to ``path``.
+
+    With ``dynamic`` the height and width are symbolic.
+    """
     node = helper.make_node("Conv", ["input", "weight", "bias"], ["logits"], kernel_shape=[8, 8], strides=[8, 8])
+    input_shape, output_shape = list(TINY_INPUT_SHAPE), list(TINY_OUTPUT_SHAPE)
+    if dynamic:
+        input_shape[2:], output_shape[2:] = ["h", "w"], ["h8", "w8"]
     graph = helper.make_graph(
         [node],
         "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(TINY_INPUT_SHAPE))],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, list(TINY_OUTPUT_SHAPE))],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, input_shape)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, output_shape)],
         [numpy_helper.from_array(conv.weight, "weight"), numpy_helper.from_array(conv.bias, "bias")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
@@ -64,10 +70,10 @@ def _tiny_onnx(conv: TinyConv, path: Path) -> None:
     onnx.save(model, path)
 
 
-def _build_tiny_bundle(conv: TinyConv, folder: Path, target: str) -> Path:
+def _build_tiny_bundle(conv: TinyConv, folder: Path, target: str, dynamic: bool) -> Path:
     """Write model.onnx (plus OpenVINO IR for target openvino) and the manifest into ``folder``."""
     folder.mkdir(parents=True)
-    _tiny_onnx(conv, folder / "model.onnx")
+    _tiny_onnx(conv, folder / "model.onnx", dynamic)
     artifacts = {"onnx": "model.onnx"}
     runtime_config: dict[str, dict[str, str]] = {}
     if target == "openvino":
@@ -89,7 +95,14 @@ def _build_tiny_bundle(conv: TinyConv, folder: Path, target: str) -> Path:
         },
         "input": {
             "name": "input",
-            "shape": list(TINY_INPUT_SHAPE),
+            "shape": [1, 3, None, None] if dynamic else list(TINY_INPUT_SHAPE),
+            "example_size": list(TINY_INPUT_SHAPE[2:]),
+            "size_multiple": TINY_STRIDE,
+            "resize": (
+                {"mode": "keep_ratio", "short_side": 64, "max_long_side": 256, "multiple": TINY_STRIDE}
+                if dynamic
+                else {"mode": "stretch", "size": list(TINY_INPUT_SHAPE[2:])}
+            ),
             "layout": "NCHW",
             "dtype": "float32",
             "color": "RGB",
@@ -99,7 +112,7 @@ def _build_tiny_bundle(conv: TinyConv, folder: Path, target: str) -> Path:
         },
         "output": {
             "name": "logits",
-            "shape": list(TINY_OUTPUT_SHAPE),
+            "shape": [1, TINY_CLASSES, None, None] if dynamic else list(TINY_OUTPUT_SHAPE),
             "layout": "NCHW",
             "dtype": "float32",
             "stride": TINY_STRIDE,
@@ -120,19 +133,21 @@ def _build_tiny_bundle(conv: TinyConv, folder: Path, target: str) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_conv: TinyConv) -> Callable[..., Path]:
-    """Factory: ``tiny_bundle(target="onnx")`` → path of a real bundle for target onnx or openvino.
+    """Factory: ``tiny_bundle(target="onnx", dynamic=False)`` → path of a real bundle (target onnx or openvino).
 
     Model: input ``input`` 1×3×64×96 → Conv 3→5, kernel 8, stride 8 (weights: ``tiny_conv``) → output
-    ``logits`` 1×5×8×12; fp32, ImageNet mean/std. Bundles are cached per target: do not modify them.
+    ``logits`` 1×5×8×12; fp32, ImageNet mean/std. With ``dynamic`` the graph takes any multiple of 8 and the
+    manifest asks for aspect-preserving resizing (short side 64). Bundles are cached: do not modify them.
     """
-    built: dict[str, Path] = {}
+    built: dict[tuple[str, bool], Path] = {}
 
-    def make(target: str = "onnx") -> Path:
+    def make(target: str = "onnx", dynamic: bool = False) -> Path:
         if target not in ("onnx", "openvino"):
             raise ValueError(f"tiny_bundle builds targets onnx and openvino, not {target!r}")
-        if target not in built:
-            built[target] = _build_tiny_bundle(tiny_conv, tmp_path_factory.mktemp("tiny") / target, target)
-        return built[target]
+        if (target, dynamic) not in built:
+            folder = tmp_path_factory.mktemp("tiny") / f"{target}{'-dynamic' if dynamic else ''}"
+            built[target, dynamic] = _build_tiny_bundle(tiny_conv, folder, target, dynamic)
+        return built[target, dynamic]
 
     return make
 

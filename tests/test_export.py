@@ -135,3 +135,10 @@ def test_manifest_records_checkpoint_provenance(afformer_bundle):
         "decode_head.align.gn.bias",
     ]
     assert {"torch", "onnx", "onnxruntime", "openvino", "edgeseg"} <= set(manifest["tools"])
+
+
+def test_dynamic_export_is_refused_for_models_with_size_constants(tmp_path):
+    request = ExportRequest(model="afformer-tiny", out=tmp_path / "b", input_size=(256, 320), dynamic=True)
+    with pytest.raises(ValueError, match="one static bundle per input size"):
+        export_bundle(request)
+    assert list(tmp_path.iterdir()) == []

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 import torch
 
@@ -23,17 +24,17 @@ from edgeseg.export.onnx_graph import (
     OUTPUT_NAME,
     ExportError,
     export_onnx,
+    graph_shape,
     op_histogram,
     simplify,
-    static_shape,
 )
 from edgeseg.export.parity import ParityError, make_inputs, measure
-from edgeseg.export.targets import BUILDERS, ONNX_FILE
+from edgeseg.export.targets import BUILDERS, ONNX_FILE, TargetArtifacts
 from edgeseg.models import count_macs, count_params, create, get_spec
 from edgeseg.models.fusion import fuse_model
 from edgeseg.runtimes import create_runner
 
-TOOLS = ("torch", "onnx", "onnxscript", "onnxsim", "onnxruntime", "openvino", "numpy")
+TOOLS = ("torch", "onnx", "onnxscript", "onnxslim", "onnxruntime", "openvino", "numpy")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class ExportRequest:
     parity_inputs: int = 3
     seed: int = 0
     force: bool = False
+    dynamic: bool = False
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -89,6 +91,11 @@ def _validate(request: ExportRequest) -> None:
             f"resize to e.g. {h - h % spec.input_multiple or spec.input_multiple}x"
             f"{w - w % spec.input_multiple or spec.input_multiple}"
         )
+    if request.dynamic and not spec.dynamic_resolution:
+        raise ValueError(
+            f"{request.model} cannot export one graph for every size (its graph bakes size-dependent constants); "
+            "export one static bundle per input size instead (drop --dynamic)"
+        )
     if request.out.exists() and any(request.out.iterdir()) and not request.force:
         raise FileExistsError(f"{request.out} exists and is not empty; pass --force to replace it")
 
@@ -113,6 +120,66 @@ def _weights_entry(request: ExportRequest, model: torch.nn.Module) -> dict[str, 
     }
 
 
+def second_size(size: tuple[int, int], multiple: int) -> tuple[int, int]:
+    """Another size of a different aspect ratio, to check that a dynamic graph is not tied to the example."""
+    h, w = size
+    other = (max(multiple, round(h * 0.75 / multiple) * multiple), max(multiple, round(w * 1.25 / multiple) * multiple))
+    return other if other != size else (h + multiple, w)
+
+
+def _parity_report(
+    request: ExportRequest,
+    model: torch.nn.Module,
+    folder: Path,
+    artifacts: TargetArtifacts,
+    sizes: list[tuple[int, int]],
+) -> dict[str, Any]:
+    """Run every artifact against the PyTorch model at each size; raise ParityError past the tolerance."""
+    spec = get_spec(request.model)
+    inputs = {size: make_inputs(size, spec.mean, spec.std, request.parity_inputs, request.seed) for size in sizes}
+    with torch.no_grad():
+        reference = {size: [model(torch.from_numpy(x)).numpy() for x in inputs[size].arrays] for size in sizes}
+    results = {}
+    for artifact, filename in artifacts.artifacts.items():
+        backend = bundle_format.BACKEND_OF_TARGET[artifact]
+        settings = artifacts.runtime_config.get(backend, {})
+        runner = create_runner(backend, folder / filename, config=settings)
+        by_size = {f"{h}x{w}": measure(reference[(h, w)], runner.infer, inputs[(h, w)]) for h, w in sizes}
+        results[artifact] = {
+            "backend": backend,
+            "file": filename,
+            "settings": settings,
+            "max_abs": max(m["max_abs"] for m in by_size.values()),
+            "mean_abs": float(np.mean([m["mean_abs"] for m in by_size.values()])),
+            "argmax_agreement": min(m["argmax_agreement"] for m in by_size.values()),
+            "by_size": by_size,
+        }
+    failed = {k: v["max_abs"] for k, v in results.items() if not v["max_abs"] <= request.tolerance}
+    if failed:
+        worst = ", ".join(f"{k} max abs diff {v:.3g}" for k, v in failed.items())
+        raise ParityError(
+            f"parity check failed for {request.model} at {', '.join(by_size)}: {worst} > tolerance "
+            f"{request.tolerance:g}. Nothing was written. Report this with the command line; --tolerance changes "
+            "the gate."
+        )
+    return {
+        "reference": "PyTorch eager fp32 (un-fused model), logits at the native stride",
+        "inputs": next(iter(inputs.values())).description + f", at {', '.join(by_size)}",
+        "tolerance": {"max_abs": request.tolerance},
+        "passed": True,
+        "results": results,
+    }
+
+
+def _resize_policy(request: ExportRequest, multiple: int) -> dict[str, Any]:
+    """How the runtime sizes an image for the graph: stretch to the static size, or keep the aspect ratio."""
+    h, w = request.input_size
+    if not request.dynamic:
+        return {"mode": "stretch", "size": [h, w]}
+    short = min(h, w)
+    return {"mode": "keep_ratio", "short_side": short, "max_long_side": 4 * short, "multiple": multiple}
+
+
 def _write_bundle(request: ExportRequest, folder: Path) -> dict[str, Any]:
     """Fill ``folder`` with the bundle's files and return the manifest."""
     spec = get_spec(request.model)
@@ -120,39 +187,16 @@ def _write_bundle(request: ExportRequest, folder: Path) -> dict[str, Any]:
     fused = fuse_model(model)
 
     started = time.perf_counter()
-    proto = simplify(export_onnx(fused, request.input_size, request.opset))
+    multiple = spec.input_multiple if request.dynamic else None
+    proto = simplify(export_onnx(fused, request.input_size, request.opset, dynamic_multiple=multiple))
     export_seconds = time.perf_counter() - started
     onnx.save(proto, str(folder / ONNX_FILE))
     artifacts = BUILDERS[request.target](folder)
+    sizes = [request.input_size]
+    if request.dynamic:
+        sizes.append(second_size(request.input_size, spec.input_multiple))
+    parity = _parity_report(request, model, folder, artifacts, sizes)
 
-    inputs = make_inputs(request.input_size, spec.mean, spec.std, request.parity_inputs, request.seed)
-    with torch.no_grad():
-        reference = [model(torch.from_numpy(x)).numpy() for x in inputs.arrays]
-    results = {}
-    for artifact, filename in artifacts.artifacts.items():
-        backend = bundle_format.BACKEND_OF_TARGET[artifact]
-        settings = artifacts.runtime_config.get(backend, {})
-        runner = create_runner(backend, folder / filename, config=settings)
-        metrics = measure(reference, runner.infer, inputs)
-        results[artifact] = {"backend": backend, "file": filename, "settings": settings, **metrics}
-    failed = {k: v["max_abs"] for k, v in results.items() if not v["max_abs"] <= request.tolerance}
-    parity = {
-        "reference": "PyTorch eager fp32 (un-fused model), logits at the native stride",
-        "inputs": inputs.description,
-        "tolerance": {"max_abs": request.tolerance},
-        "passed": not failed,
-        "results": results,
-    }
-    if failed:
-        worst = ", ".join(f"{k} max abs diff {v:.3g}" for k, v in failed.items())
-        raise ParityError(
-            f"parity check failed for {request.model} at {request.input_size[0]}x{request.input_size[1]}: "
-            f"{worst} > tolerance {request.tolerance:g}. Nothing was written. Report this with the command line; "
-            "--tolerance changes the gate."
-        )
-
-    graph_input, graph_output = proto.graph.input[0], proto.graph.output[0]
-    output_shape = static_shape(graph_output)
     return {
         "format": bundle_format.FORMAT,
         "format_version": bundle_format.FORMAT_VERSION,
@@ -165,10 +209,14 @@ def _write_bundle(request: ExportRequest, folder: Path) -> dict[str, Any]:
             **_weights_entry(request, model),
             "params": count_params(model),
             "macs": count_macs(model, request.input_size),
+            "macs_input_size": list(request.input_size),
         },
         "input": {
             "name": INPUT_NAME,
-            "shape": static_shape(graph_input),
+            "shape": graph_shape(proto.graph.input[0]),
+            "example_size": list(request.input_size),
+            "size_multiple": spec.input_multiple,
+            "resize": _resize_policy(request, spec.input_multiple),
             "layout": "NCHW",
             "dtype": "float32",
             "color": "RGB",
@@ -179,7 +227,7 @@ def _write_bundle(request: ExportRequest, folder: Path) -> dict[str, Any]:
         },
         "output": {
             "name": OUTPUT_NAME,
-            "shape": output_shape,
+            "shape": graph_shape(proto.graph.output[0]),
             "layout": "NCHW",
             "dtype": "float32",
             "kind": "logits",
@@ -193,10 +241,11 @@ def _write_bundle(request: ExportRequest, folder: Path) -> dict[str, Any]:
         "files": bundle_format.describe_files(folder, artifacts.files),
         "tools": tool_versions(),
         "export": {
-            "exporter": "torch.onnx.export(dynamo=True), static shape",
+            "exporter": "torch.onnx.export(dynamo=True)",
+            "dynamic": request.dynamic,
             "opset": request.opset,
-            "simplifier": "onnxsim",
-            "fused": "BatchNorm folded, residual depthwise convs and parallel kernels merged",
+            "simplifier": "onnxslim",
+            "fused": "reparameterize(): BatchNorm folded into convs, exact branch merges (see the model's docs)",
             "input_size": list(request.input_size),
             "seconds": round(export_seconds, 2),
             "nodes": len(proto.graph.node),

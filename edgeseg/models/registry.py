@@ -24,6 +24,9 @@ class ModelSpec:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     input_multiple: int = 32
+    # True when one graph traced with symbolic height and width is exact at every multiple of input_multiple
+    # (no per-size constants such as pooling matrices baked into the graph).
+    dynamic_resolution: bool = False
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

@@ -21,12 +21,12 @@ class Runner(Protocol):
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """Static shape of the model input."""
+        """Shape of the model input; None for a dynamic dimension."""
         ...
 
     @property
     def output_shape(self) -> tuple[int, ...]:
-        """Static shape of the model output."""
+        """Shape of the model output; None for a dynamic dimension."""
         ...
 
     def infer(self, x: np.ndarray) -> np.ndarray:
@@ -43,9 +43,6 @@ def check_threads(threads: int | None) -> int | None:
     return threads
 
 
-def static_shape(dims: Iterable[object], what: str) -> tuple[int, ...]:
-    """A shape of ints, or a ValueError naming ``what`` if any dimension is dynamic (not an int)."""
-    shape = tuple(dims)
-    if not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise ValueError(f"{what} has a dynamic shape {shape}; edgeseg bundles have static shapes")
-    return shape
+def model_shape(dims: Iterable[object]) -> tuple[int | None, ...]:
+    """A backend's view of a shape as ints, with None for every symbolic (dynamic) dimension."""
+    return tuple(d if isinstance(d, int) and not isinstance(d, bool) and d >= 0 else None for d in dims)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg.runtimes.base import BackendUnavailableError, check_threads, static_shape
+from edgeseg.runtimes.base import BackendUnavailableError, check_threads, model_shape
 
 
 def _import_onnxruntime() -> Any:
@@ -49,17 +49,17 @@ class OnnxRuntimeRunner:
         if len(inputs) != 1 or len(outputs) != 1:
             raise ValueError(f"{self.path}: expected one input and one output, got {len(inputs)} and {len(outputs)}")
         self._input_name, self._output_name = inputs[0].name, outputs[0].name
-        self._input_shape = static_shape(inputs[0].shape, f"{self.path} input {inputs[0].name!r}")
-        self._output_shape = static_shape(outputs[0].shape, f"{self.path} output {outputs[0].name!r}")
+        self._input_shape = model_shape(inputs[0].shape)
+        self._output_shape = model_shape(outputs[0].shape)
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
-        """Static shape of the model input."""
+    def input_shape(self) -> tuple[int | None, ...]:
+        """Shape of the model input; None for a dynamic dimension."""
         return self._input_shape
 
     @property
-    def output_shape(self) -> tuple[int, ...]:
-        """Static shape of the model output."""
+    def output_shape(self) -> tuple[int | None, ...]:
+        """Shape of the model output; None for a dynamic dimension."""
         return self._output_shape
 
     def infer(self, x: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg.runtimes.base import BackendUnavailableError, check_threads, static_shape
+from edgeseg.runtimes.base import BackendUnavailableError, check_threads, model_shape
 
 
 def _import_openvino() -> Any:
@@ -20,9 +20,9 @@ def _import_openvino() -> Any:
     return openvino
 
 
-def _shape(port: Any, what: str) -> tuple[int, ...]:
-    """Static shape of an OpenVINO model port."""
-    return static_shape((d.get_length() if d.is_static else str(d) for d in port.get_partial_shape()), what)
+def _shape(port: Any) -> tuple[int | None, ...]:
+    """Shape of an OpenVINO model port; None for a dynamic dimension."""
+    return model_shape(d.get_length() if d.is_static else None for d in port.get_partial_shape())
 
 
 class OpenVINORunner:
@@ -50,18 +50,18 @@ class OpenVINORunner:
             properties["INFERENCE_NUM_THREADS"] = self.threads
         properties.update(config or {})
         self._compiled = core.compile_model(model, "CPU", properties)
-        self._input_shape = _shape(self._compiled.input(0), f"{self.path} input")
-        self._output_shape = _shape(self._compiled.output(0), f"{self.path} output")
+        self._input_shape = _shape(self._compiled.input(0))
+        self._output_shape = _shape(self._compiled.output(0))
         self._request = self._compiled.create_infer_request()
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
-        """Static shape of the model input."""
+    def input_shape(self) -> tuple[int | None, ...]:
+        """Shape of the model input; None for a dynamic dimension."""
         return self._input_shape
 
     @property
-    def output_shape(self) -> tuple[int, ...]:
-        """Static shape of the model output."""
+    def output_shape(self) -> tuple[int | None, ...]:
+        """Shape of the model output; None for a dynamic dimension."""
         return self._output_shape
 
     def infer(self, x: np.ndarray) -> np.ndarray:

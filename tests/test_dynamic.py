@@ -1,0 +1,48 @@
+"""Dynamic-resolution bundles: one graph for every multiple of the size step, aspect-preserving resizing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeseg.bundle import read_bundle
+from edgeseg.runtime import load
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        ((64, 96), (64, 96)),  # already the short side: kept, both multiples of 8
+        ((720, 1280), (64, 112)),  # short side 64, long side 113.8 → nearest multiple of 8
+        ((100, 1000), (24, 256)),  # long side capped at 256 before the short side reaches 64
+        ((1280, 720), (112, 64)),  # portrait
+        ((3, 5), (64, 104)),  # upscaled
+    ],
+)
+def test_dynamic_bundles_keep_the_aspect_ratio(tiny_bundle, image, expected):
+    assert read_bundle(tiny_bundle("onnx", dynamic=True)).model_input_size(image) == expected
+
+
+def test_static_bundles_stretch_to_their_size(tiny_bundle):
+    assert read_bundle(tiny_bundle("onnx")).model_input_size((720, 1280)) == (64, 96)
+
+
+@pytest.mark.parametrize("target", ["onnx", "openvino"])
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_dynamic_graph_runs_at_several_sizes(tiny_bundle, tiny_conv, target, backend):
+    segmenter = load(tiny_bundle(target, dynamic=True), backend=backend)
+    assert segmenter.bundle.dynamic and "dynamic" in repr(segmenter)
+    for h, w in [(64, 96), (48, 120), (8, 8)]:
+        x = np.random.default_rng(h).standard_normal((1, 3, h, w), dtype=np.float32)
+        np.testing.assert_allclose(segmenter.logits(x), tiny_conv(x), rtol=0, atol=1e-4)
+    for image_size in [(720, 1280), (33, 17)]:
+        labels = segmenter.predict(np.zeros((*image_size, 3), np.uint8))
+        assert labels.shape == image_size
+
+
+def test_dynamic_graph_rejects_sizes_off_the_step(tiny_bundle):
+    segmenter = load(tiny_bundle("onnx", dynamic=True))
+    with pytest.raises(ValueError, match="multiples of 8"):
+        segmenter.logits(np.zeros((1, 3, 60, 96), np.float32))
+    with pytest.raises(ValueError, match="multiples of 8"):
+        segmenter.logits(np.zeros((1, 4, 64, 96), np.float32))
