@@ -25,7 +25,7 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 bench: $(INSTALLED)
-	$(BIN)/python benchmarks/run.py --models afformer-tiny
+	$(BIN)/python benchmarks/run.py table --models afformer-tiny
 
 clean:
 	rm -rf $(VENV) $(DEMO)
