@@ -151,7 +151,7 @@ def table_markdown(report: dict[str, Any]) -> str:
 def run_table(args: argparse.Namespace, report: dict[str, Any], workdir: Path) -> str:
     """Every model at one size: eager, ORT and OpenVINO at each thread count, plus end-to-end rows."""
     from edgeseg.bench import benchmark
-    from edgeseg.export import parse_size
+    from edgeseg.imaging import parse_size
     from edgeseg.models import count_macs, create
 
     size = parse_size(args.size)
@@ -292,7 +292,7 @@ def main() -> int:
     worker.add_argument("--iters", type=int, required=True)
     args = parser.parse_args()
 
-    from edgeseg.export import parse_size
+    from edgeseg.imaging import parse_size
 
     if args.command == "eager-worker":
         print(json.dumps(eager_worker(args.model, parse_size(args.size), args.threads, args.warmup, args.iters)))

@@ -31,7 +31,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from edgeseg.export import ExportRequest, export_bundle, parse_size
+    from edgeseg.export import ExportRequest, export_bundle
+    from edgeseg.imaging import parse_size
 
     request = ExportRequest(
         model=args.model,

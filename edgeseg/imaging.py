@@ -127,6 +127,17 @@ def _check_size(size: Sequence[int]) -> tuple[int, int]:
     return h, w
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """``'512x512'`` or ``'352x480'`` (height × width) → (H, W)."""
+    parts = text.lower().replace("×", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"size {text!r} is not HEIGHTxWIDTH, e.g. 512x512")
+    h, w = (int(p) for p in parts)
+    if h <= 0 or w <= 0:
+        raise ValueError(f"size {text!r} must be positive")
+    return h, w
+
+
 def resize_bilinear(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """Resize an H×W×C array (uint8 or float) to ``size`` = (h, w); returns float32 h×w×C.
 

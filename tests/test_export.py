@@ -11,7 +11,8 @@ import torch
 
 from edgeseg import models
 from edgeseg.bundle import read_bundle
-from edgeseg.export import ExportRequest, ParityError, export_bundle, parse_size
+from edgeseg.export import ExportRequest, ParityError, export_bundle
+from edgeseg.imaging import parse_size
 from edgeseg.runtime import load
 from tests.golden import GOLDEN_ROOT, golden_dir
 

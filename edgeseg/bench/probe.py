@@ -29,20 +29,10 @@ import numpy as np
 from edgeseg import runtime
 from edgeseg.bench import BOUNDARIES, DEFAULT_IMAGE_SIZE
 from edgeseg.bench.timing import time_callable
+from edgeseg.imaging import parse_size
 
 MODES = ("latency", "memory")
 MEMORY_RUNS = 3
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """Parse ``HxW`` (e.g. ``720x1280``) into ``(height, width)``."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 720x1280, got {text!r}") from None
-    if h <= 0 or w <= 0:
-        raise argparse.ArgumentTypeError(f"image size must be positive, got {text!r}")
-    return h, w
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -2,6 +2,6 @@
 
 from edgeseg.export.onnx_graph import ExportError
 from edgeseg.export.parity import ParityError
-from edgeseg.export.pipeline import ExportRequest, export_bundle, parse_size
+from edgeseg.export.pipeline import ExportRequest, export_bundle
 
-__all__ = ["ExportError", "ExportRequest", "ParityError", "export_bundle", "parse_size"]
+__all__ = ["ExportError", "ExportRequest", "ParityError", "export_bundle"]

@@ -56,17 +56,6 @@ class ExportRequest:
     dynamic: bool = False
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``'512x512'`` or ``'352x480'`` (height × width) → (H, W)."""
-    parts = text.lower().replace("×", "x").split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise ValueError(f"input size {text!r} is not HEIGHTxWIDTH, e.g. 512x512")
-    h, w = (int(p) for p in parts)
-    if h <= 0 or w <= 0:
-        raise ValueError(f"input size {text!r} must be positive")
-    return h, w
-
-
 def tool_versions() -> dict[str, str]:
     """Versions of the tools that made the bundle."""
     versions = {"edgeseg": edgeseg.__version__, "python": platform.python_version()}
@@ -281,4 +270,4 @@ def export_bundle(request: ExportRequest) -> Path:
     return out
 
 
-__all__ = ["ExportError", "ExportRequest", "ParityError", "export_bundle", "parse_size", "tool_versions"]
+__all__ = ["ExportError", "ExportRequest", "ParityError", "export_bundle", "tool_versions"]
