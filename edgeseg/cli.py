@@ -21,12 +21,15 @@ def _positive_int(text: str) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from edgeseg.models import count_macs, count_params, create, get_spec, list_models
 
-    print(f"{'model':<18} {'family':<10} {'params':>10} {'GMACs@512²':>11}  description")
+    print(f"{'model':<20} {'family':<11} {'task':<14} {'params':>11} {'GMACs@512²':>11}  description")
     for name in list_models():
-        model = create(name, num_classes=args.num_classes)
         spec = get_spec(name)
+        model = create(name, num_classes=args.num_classes)
         gmacs = count_macs(model, (512, 512)) / 1e9
-        print(f"{name:<18} {spec.family:<10} {count_params(model):>10,} {gmacs:>11.2f}  {spec.description}")
+        print(
+            f"{name:<20} {spec.family:<11} {spec.task:<14} {count_params(model):>11,} {gmacs:>11.2f}  "
+            f"{spec.description}"
+        )
     return 0
 
 
@@ -58,6 +61,18 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"  {artifact:<12} {result['backend']:<12} max|d| {result['max_abs']:.2e}  mean|d| "
             f"{result['mean_abs']:.2e}  argmax agreement {result['argmax_agreement']:.4f}"
         )
+    return 0
+
+
+def cmd_convert_checkpoint(args: argparse.Namespace) -> int:
+    from edgeseg.models import get_spec
+    from edgeseg.models.hf_segformer import convert_checkpoint
+
+    if get_spec(args.model).family != "segformer":
+        raise ValueError(f"convert-checkpoint converts SegFormer checkpoints (segformer-b0..b5), not {args.model}")
+    for note in convert_checkpoint(args.model, args.source, args.destination, args.to):
+        print(f"  {note}")
+    print(f"wrote {args.destination} ({args.to} format)")
     return 0
 
 
@@ -123,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="bundle folder to write")
     export.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     export.set_defaults(func=cmd_export)
+
+    convert = sub.add_parser(
+        "convert-checkpoint", help="SegFormer checkpoints: NVlabs/mmseg-0.x .pth <-> Hugging Face transformers"
+    )
+    convert.add_argument("--model", required=True, help="segformer-b0 ... segformer-b5")
+    convert.add_argument("--to", required=True, choices=["hf", "nvlabs"], help="format to write")
+    convert.add_argument("source", help="checkpoint in either format (.pth, .bin or .safetensors)")
+    convert.add_argument("destination", help="hf: a folder (model.safetensors + config.json); nvlabs: a .pth file")
+    convert.set_defaults(func=cmd_convert_checkpoint)
 
     predict = sub.add_parser("predict", help="segment one image with a bundle (no torch)")
     predict.add_argument("bundle")

@@ -46,3 +46,28 @@ def test_dynamic_graph_rejects_sizes_off_the_step(tiny_bundle):
         segmenter.logits(np.zeros((1, 3, 60, 96), np.float32))
     with pytest.raises(ValueError, match="multiples of 8"):
         segmenter.logits(np.zeros((1, 4, 64, 96), np.float32))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_name", ["segformer-b0", "umixformer-b0"])
+def test_dynamic_bundle_of_a_transformer_matches_pytorch_at_other_sizes(model_name, tmp_path):
+    torch = pytest.importorskip("torch")
+    from edgeseg import models
+    from edgeseg.export import ExportRequest, export_bundle
+
+    request = ExportRequest(
+        model=model_name, out=tmp_path / "b", target="openvino", input_size=(256, 320), dynamic=True
+    )
+    bundle = read_bundle(export_bundle(request))
+    assert bundle.dynamic and bundle.input.shape == (1, 3, None, None)
+    checked = bundle.manifest["parity"]["results"]["openvino"]["by_size"]
+    assert list(checked) == ["256x320", "192x384"] and all(r["max_abs"] <= 1e-4 for r in checked.values())
+    torch.manual_seed(request.seed)
+    model = models.create(model_name)
+    for backend in ("onnxruntime", "openvino"):
+        segmenter = load(bundle.path, backend=backend)
+        for size in [(320, 448), (96, 608)]:
+            x = np.random.default_rng(size[0]).standard_normal((1, 3, *size), dtype=np.float32)
+            with torch.no_grad():
+                expected = model(torch.from_numpy(x)).numpy()
+            np.testing.assert_allclose(segmenter.logits(x), expected, rtol=0, atol=1e-4)

@@ -30,7 +30,7 @@ from edgeseg.export.onnx_graph import (
 )
 from edgeseg.export.parity import ParityError, make_inputs, measure
 from edgeseg.export.targets import BUILDERS, ONNX_FILE, TargetArtifacts
-from edgeseg.models import count_macs, count_params, create, get_spec
+from edgeseg.models import count_macs, count_params, create, get_spec, list_models
 from edgeseg.models.fusion import fuse_model
 from edgeseg.runtimes import create_runner
 
@@ -80,6 +80,11 @@ def _validate(request: ExportRequest) -> None:
             f"resize to e.g. {h - h % spec.input_multiple or spec.input_multiple}x"
             f"{w - w % spec.input_multiple or spec.input_multiple}"
         )
+    if spec.task != "segmentation":
+        raise ValueError(
+            f"{request.model} is an ImageNet {spec.task} model, not a segmenter; export its segmentation "
+            f"variant instead ({', '.join(n for n in list_models() if n.startswith(request.model + '-'))})"
+        )
     if request.dynamic and not spec.dynamic_resolution:
         raise ValueError(
             f"{request.model} cannot export one graph for every size (its graph bakes size-dependent constants); "
@@ -104,6 +109,7 @@ def _weights_entry(request: ExportRequest, model: torch.nn.Module) -> dict[str, 
             "file": request.checkpoint.name,
             "sha256": bundle_format.sha256_of(request.checkpoint),
             "ignored_keys": report.ignored,
+            "initialised_keys": report.initialised,
             "shared_module_copies": sum(len(v) - 1 for v in report.deduplicated.values()),
         },
     }

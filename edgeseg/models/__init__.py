@@ -7,12 +7,19 @@ backbone's stage outputs. Official checkpoints load unchanged through ``checkpoi
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from edgeseg.models import afformer  # noqa: F401  (registers the family)
+from edgeseg.models import (
+    afformer,  # noqa: F401  (registers the family)
+    cgrseg,  # noqa: F401
+    cloformer,  # noqa: F401
+    segformer,  # noqa: F401
+    umixformer,  # noqa: F401
+)
 from edgeseg.models.checkpoint import CheckpointError, LoadReport, load_checkpoint
 from edgeseg.models.registry import ModelSpec, get_spec, list_models
 
@@ -56,10 +63,13 @@ def count_params(model: nn.Module) -> int:
 
 @torch.no_grad()
 def count_macs(model: nn.Module, input_size: tuple[int, int]) -> int:
-    """Multiply-accumulates of one forward at ``input_size`` (conv, linear and matmul; FLOPs / 2)."""
+    """Multiply-accumulates of one forward at ``input_size`` (conv, linear and matmul; FLOPs / 2).
+
+    Runs a copy of the model on the meta device: shapes only, no arithmetic, so it is fast at any size.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.zeros(1, 3, *input_size)
+    shadow = copy.deepcopy(model).to("meta")
     with FlopCounterMode(display=False) as counter:
-        model(x)
+        shadow(torch.zeros(1, 3, *input_size, device="meta"))
     return counter.get_total_flops() // 2

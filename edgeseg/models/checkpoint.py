@@ -22,17 +22,23 @@ class LoadReport:
     loaded: int
     ignored: list[str] = field(default_factory=list)
     deduplicated: dict[str, list[str]] = field(default_factory=dict)
+    initialised: list[str] = field(default_factory=list)  # model keys absent from the checkpoint, left as built
 
 
 def read_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Read a checkpoint file (``{'state_dict': ...}``, ``{'model': ...}`` or a bare state dict)."""
+    """Read a checkpoint file (``{'state_dict': ...}``, ``{'model': ...}``, a bare state dict or ``.safetensors``)."""
     if isinstance(source, Mapping):
         obj = source
     else:
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj = load_file(path, device="cpu")
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
             obj = obj[wrapper]
@@ -56,11 +62,19 @@ def load_checkpoint(
 ) -> LoadReport:
     """Load ``source`` into ``model`` strictly.
 
+    A model whose official checkpoints come in more than one key layout may define
+    ``remap_checkpoint(state) -> state``; it is applied first and must return the model's own key names.
     ``aliases`` are ``(regex, replacement)`` pairs that map the repeated keys of a shared module onto the
     one key the model registers; every copy must hold the same tensor. Keys matching an ``ignored`` regex
-    are dropped and reported. Any other missing or unexpected key raises :class:`CheckpointError`.
+    are dropped and reported. A model may define ``checkpoint_optional``, regexes of its own keys: when a
+    checkpoint has none of the keys matching one of them (e.g. an ImageNet checkpoint for a backbone under a
+    new head), those keep their initial values and are listed in ``report.initialised``. Any other missing
+    or unexpected key raises :class:`CheckpointError`.
     """
     state = read_state_dict(source)
+    remap = getattr(model, "remap_checkpoint", None)
+    if remap is not None:
+        state = remap(state)
     report = LoadReport(loaded=0)
     canonical: dict[str, torch.Tensor] = {}
     copies: dict[str, list[str]] = {}
@@ -83,6 +97,11 @@ def load_checkpoint(
     report.deduplicated = {k: v for k, v in copies.items() if len(v) > 1}
 
     expected = model.state_dict()
+    for pattern in getattr(model, "checkpoint_optional", ()):
+        group = [k for k in expected if re.search(pattern, k)]
+        if not any(k in canonical for k in group):
+            report.initialised += group
+            canonical.update((k, expected[k]) for k in group)
     missing = sorted(set(expected) - set(canonical))
     unexpected = sorted(set(canonical) - set(expected))
     if missing or unexpected:
@@ -106,5 +125,5 @@ def load_checkpoint(
             "checkpoint shapes do not fit the model (wrong variant or --num-classes?): " + _short(wrong)
         )
     model.load_state_dict(canonical, strict=True)
-    report.loaded = len(canonical)
+    report.loaded = len(canonical) - len(report.initialised)
     return report

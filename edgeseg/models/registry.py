@@ -27,6 +27,9 @@ class ModelSpec:
     # True when one graph traced with symbolic height and width is exact at every multiple of input_multiple
     # (no per-size constants such as pooling matrices baked into the graph).
     dynamic_resolution: bool = False
+    # "segmentation" (N×classes×H/s×W/s logits) or "classification" (N×classes; backbones' ImageNet heads,
+    # kept to load and check official checkpoints, not exported as bundles).
+    task: str = "segmentation"
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
