@@ -3,12 +3,7 @@ fusion and ONNX export."""
 
 from __future__ import annotations
 
-import logging
-import warnings
-
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,6 +14,7 @@ from edgeseg.models.checkpoint import CheckpointError, read_state_dict
 from edgeseg.models.efficientformerv2 import Attention4DDownsample, LGQuery, RelativeBiasAttention
 from edgeseg.models.fusion import fuse_model
 from tests.golden import golden_dir
+from tests.model_checks import assert_portable_graph, export_fused, run_onnxruntime
 
 # Official parameter counts (released ADE20K configs, 150 classes, measured on the official code). The official
 # dead buffers (7×7 ImageNet bias tables) are buffers, not parameters, so nothing is subtracted.
@@ -31,7 +27,6 @@ DEAD_KEYS_T = [
     for name in ("attention_biases", "attention_bias_idxs")
 ]
 NON_MULTIPLE_OF_64 = (352, 480)
-FORBIDDEN_OPS = {"Einsum", "GatherND", "ScatterND", "Where"}
 
 
 @pytest.fixture(scope="module")
@@ -215,25 +210,15 @@ def test_sides_must_be_multiples_of_32():
 @pytest.mark.slow
 @pytest.mark.parametrize("size", [(512, 512), NON_MULTIPLE_OF_64], ids=lambda s: f"{s[0]}x{s[1]}")
 def test_fused_model_exports_to_a_static_4d_graph_matching_pytorch(golden, golden_model, size):
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            fuse_model(golden_model), (torch.zeros(1, 3, *size),), dynamo=True, opset_version=18, external_data=False
-        )
-    proto = program.model_proto
-    ops = [n.op_type for n in proto.graph.node]
-    assert not set(ops) & FORBIDDEN_OPS
+    proto = export_fused(golden_model, size)
+    assert_portable_graph(proto)
     # Only the bilinear resizes remain: 2 attention upsamplings and 5 in the head; the biases are constants.
     resizes = [n for n in proto.graph.node if n.op_type == "Resize"]
     assert len(resizes) == 7
     assert all(a.s == b"linear" for n in resizes for a in n.attribute if a.name == "mode")
-    inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
-    assert max(len(v.type.tensor_type.shape.dim) for v in inferred.graph.value_info) <= 4
 
     x = torch.from_numpy(np.load(golden / "input.npy")) if size == (512, 512) else random_input(size)
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    (logits,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    logits = run_onnxruntime(proto, x)
     with torch.no_grad():
         np.testing.assert_allclose(logits, golden_model(x).numpy(), rtol=0, atol=1e-4)
     if size == (512, 512):

@@ -5,8 +5,6 @@ The export checks use the segmentation model, whose graph contains the whole cla
 
 from __future__ import annotations
 
-import collections
-
 import numpy as np
 import onnx
 import pytest
@@ -14,11 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from edgeseg import models
-from edgeseg.export.onnx_graph import export_onnx
 from edgeseg.models.checkpoint import CheckpointError, read_state_dict
 from edgeseg.models.cloformer import LayerNormCHW
 from edgeseg.models.fusion import fuse_model
 from tests.golden import golden_dir
+from tests.model_checks import FORBIDDEN_OPS, assert_portable_graph, export_fused, run_onnxruntime
 
 # Official classifier parameter counts and conv/linear/matmul GMACs (224², 512²), measured on qhfan/CloFormer.
 OFFICIAL = {
@@ -28,7 +26,6 @@ OFFICIAL = {
 }
 FINAL_DIMS = {"cloformer-xxs": 256, "cloformer-xs": 352, "cloformer-s": 448}
 CLASSIFIER_KEYS = ["norm.weight", "norm.bias", "head.weight", "head.bias"]
-FORBIDDEN_OPS = {"Einsum", "GatherND", "ScatterND", "Where", "InstanceNormalization", "GroupNormalization"}
 
 
 @pytest.fixture(scope="module")
@@ -178,30 +175,15 @@ def test_fused_segmenter_matches_eager_at_any_size(segmenter, size):
     torch.testing.assert_close(fast, eager, rtol=0, atol=1e-5)
 
 
-def _check_graph(proto: onnx.ModelProto) -> None:
-    ops = collections.Counter(node.op_type for node in proto.graph.node)
-    assert not FORBIDDEN_OPS & set(ops), ops
-    inferred = onnx.shape_inference.infer_shapes(proto)
-    values = [*inferred.graph.value_info, *inferred.graph.output]
-    assert max(len(v.type.tensor_type.shape.dim) for v in values) <= 4
-
-
-def _onnxruntime(proto: onnx.ModelProto, x: torch.Tensor) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("size", [(224, 224), (256, 320)])
 def test_segmenter_exports_to_onnxruntime_and_openvino(segmenter, size, tmp_path):
-    proto = export_onnx(fuse_model(segmenter), size)
-    _check_graph(proto)
+    proto = export_fused(segmenter, size)
+    assert_portable_graph(proto, FORBIDDEN_OPS | {"InstanceNormalization", "GroupNormalization"})
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         reference = segmenter(x).numpy()
-    np.testing.assert_allclose(_onnxruntime(proto, x), reference, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(run_onnxruntime(proto, x), reference, rtol=0, atol=1e-4)
     if size == (224, 224):
         import openvino as ov
 

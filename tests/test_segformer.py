@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import re
-import warnings
 
 import numpy as np
-import onnx
 import pytest
 import torch
 
@@ -15,6 +12,7 @@ from edgeseg import models
 from edgeseg.models.checkpoint import CheckpointError, read_state_dict
 from edgeseg.models.fusion import fuse_model
 from tests.golden import golden_dir
+from tests.model_checks import FORBIDDEN_OPS, assert_portable_graph, export_fused, run_onnxruntime
 
 # Official parameter counts (NVlabs code, 150 classes). They count what the forward uses: the unused
 # `decode_head.conv_seg` (Conv2d(128, 150, 1), 19,350 parameters) is not included, and edgeseg does not build it.
@@ -22,7 +20,6 @@ OFFICIAL_USED_PARAMS = {"segformer-b0": 3_752_694, "segformer-b1": 13_715_798, "
 OFFICIAL_B0_TOTAL = 3_772_044
 CONV_SEG_PARAMS = 128 * 150 + 150
 # Ops that would mean a size-dependent or non-portable construct slipped into the graph.
-FORBIDDEN_OPS = {"Einsum", "GatherND", "ScatterND", "Where", "Gather", "NonZero", "Loop", "If"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -115,35 +112,15 @@ def test_odd_input_sizes_give_stride_4_logits(golden_model):
 
 @pytest.mark.slow
 def test_dynamic_onnx_export_is_exact_at_several_sizes(golden, golden_model):
-    import onnxruntime as ort
-    from torch.export import Dim
-
-    fused = fuse_model(golden_model)
     x = torch.from_numpy(np.load(golden / "input.npy"))
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            fused,
-            (x,),
-            dynamo=True,
-            opset_version=18,
-            external_data=False,
-            dynamic_shapes={"x": {2: Dim("h", min=64, max=2048), 3: Dim("w", min=64, max=2048)}},
-            verbose=False,
-        )
-    proto = program.model_proto
-    assert not {n.op_type for n in proto.graph.node} & FORBIDDEN_OPS
-    inferred = onnx.shape_inference.infer_shapes(proto)
-    assert max(len(v.type.tensor_type.shape.dim) for v in inferred.graph.value_info) <= 4
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    np.testing.assert_allclose(session.run(None, {name: x.numpy()})[0], np.load(golden / "logits.npy"), atol=1e-4)
-    for size in [(320, 448), (200, 300)]:
+    proto = export_fused(golden_model, tuple(x.shape[2:]), dynamic_multiple=32)
+    assert_portable_graph(proto, FORBIDDEN_OPS | {"Gather"})
+    np.testing.assert_allclose(run_onnxruntime(proto, x), np.load(golden / "logits.npy"), rtol=0, atol=1e-4)
+    for size in [(320, 448), (96, 608)]:
         xi = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(2))
         with torch.no_grad():
-            reference = fused(xi).numpy()
-        np.testing.assert_allclose(session.run(None, {name: xi.numpy()})[0], reference, rtol=0, atol=1e-4)
+            reference = golden_model(xi).numpy()
+        np.testing.assert_allclose(run_onnxruntime(proto, xi), reference, rtol=0, atol=1e-4)
 
 
 # ==== Hugging Face transformers checkpoints ====

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-import warnings
-
 import numpy as np
-import onnx
 import pytest
 import torch
 
@@ -15,11 +11,11 @@ from edgeseg.models.checkpoint import CheckpointError, read_state_dict
 from edgeseg.models.fusion import fuse_model
 from edgeseg.models.mit import mmseg_to_nvlabs
 from tests.golden import golden_dir
+from tests.model_checks import FORBIDDEN_OPS, assert_portable_graph, export_fused, run_onnxruntime
 
 # Official totals (julian-klitzing/u-mixformer, 150 classes), which include tensors the forward never uses.
 OFFICIAL_TOTAL_PARAMS = {"umixformer-b0": 6_138_252, "umixformer-b1": 24_047_596, "umixformer-b2": 35_845_100}
 KV_DIMS = {"umixformer-b0": 512, "umixformer-b1": 1024, "umixformer-b2": 1024}  # sum of the encoder channels
-FORBIDDEN_OPS = {"Einsum", "GatherND", "ScatterND", "Where", "Gather", "NonZero", "Loop", "If"}
 
 
 def unused_params(kv_dim: int) -> int:
@@ -141,38 +137,17 @@ def test_odd_input_sizes_give_stride_4_logits(golden_model):
 
 @pytest.mark.slow
 def test_dynamic_onnx_export_is_exact_at_several_sizes(golden, golden_model):
-    import onnxruntime as ort
-    from torch.export import Dim
-
-    fused = fuse_model(golden_model)
     x = torch.from_numpy(np.load(golden / "input.npy"))
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            fused,
-            (x,),
-            dynamo=True,
-            opset_version=18,
-            external_data=False,
-            dynamic_shapes={"x": {2: Dim("h", min=64, max=2048), 3: Dim("w", min=64, max=2048)}},
-            verbose=False,
-        )
-    proto = program.model_proto
-    ops = {n.op_type for n in proto.graph.node}
-    assert not ops & FORBIDDEN_OPS
-    assert "AveragePool" in ops
-    inferred = onnx.shape_inference.infer_shapes(proto)
-    assert max(len(v.type.tensor_type.shape.dim) for v in inferred.graph.value_info) <= 4
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    np.testing.assert_allclose(session.run(None, {name: x.numpy()})[0], np.load(golden / "logits.npy"), atol=1e-4)
-    # 200×300: c1 is 50×75, so the ceil-mode CatKey pools (2, 4, 8) end in partial windows.
-    for size in [(320, 448), (200, 300)]:
+    proto = export_fused(golden_model, tuple(x.shape[2:]), dynamic_multiple=32)
+    assert "AveragePool" in assert_portable_graph(proto, FORBIDDEN_OPS | {"Gather"})
+    np.testing.assert_allclose(run_onnxruntime(proto, x), np.load(golden / "logits.npy"), rtol=0, atol=1e-4)
+    # Dynamic graphs take multiples of 32 (what `edgeseg export --dynamic` promises); 96×608 is far from the
+    # example's aspect ratio.
+    for size in [(320, 448), (96, 608)]:
         xi = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(2))
         with torch.no_grad():
-            reference = fused(xi).numpy()
-        np.testing.assert_allclose(session.run(None, {name: xi.numpy()})[0], reference, rtol=0, atol=1e-4)
+            reference = golden_model(xi).numpy()
+        np.testing.assert_allclose(run_onnxruntime(proto, xi), reference, rtol=0, atol=1e-4)
 
 
 # ==== other encoders: MSCAN-T/S and LVT (no golden data: counts, shapes, fusion, export) ====
@@ -253,20 +228,10 @@ def test_lvt_window_attention_equals_the_unfold_fold_formulation():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["umixformer-mscan-t", "umixformer-lvt"])
 def test_other_encoders_export_to_onnx_and_match_in_ort(name):
-    import onnxruntime as ort
-
-    fused = fuse_model(randomised(name))
+    model = randomised(name)
     x = torch.randn(1, 3, 128, 160, generator=torch.Generator().manual_seed(4))
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(fused, (x,), dynamo=True, opset_version=18, external_data=False, verbose=False)
-        reference = fused(x).numpy()
-    proto = program.model_proto
-    ops = {n.op_type for n in proto.graph.node}
-    assert not ops & (FORBIDDEN_OPS | {"Col2Im"})
-    inferred = onnx.shape_inference.infer_shapes(proto)
-    assert max(len(v.type.tensor_type.shape.dim) for v in inferred.graph.value_info) <= 4
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    logits = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-    np.testing.assert_allclose(logits, reference, rtol=0, atol=1e-4)
+    proto = export_fused(model, (128, 160))
+    assert_portable_graph(proto, FORBIDDEN_OPS | {"Gather"})
+    with torch.no_grad():
+        reference = model(x).numpy()
+    np.testing.assert_allclose(run_onnxruntime(proto, x), reference, rtol=0, atol=1e-4)

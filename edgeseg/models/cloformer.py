@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeseg.models.fusion import fold_batchnorm
+from edgeseg.models.fusion import compose_pointwise, fold_batchnorm, split_pointwise, upsample_sum
+from edgeseg.models.layers import ConvBNReLU
 from edgeseg.models.registry import ModelSpec, register_model
 
 NORM_EPS = 1e-5
@@ -107,7 +108,7 @@ class LayerNormCHW(nn.GroupNorm):
         return LayerNormCHW(self.num_channels, affine=False)
 
 
-class ConvBNReLU(nn.Module):
+class StemConv(nn.Module):
     """Conv (with bias) → BatchNorm → ReLU under the official key ``conv.{0,1}`` (``BasicBlock``)."""
 
     def __init__(self, cin: int, cout: int, stride: int) -> None:
@@ -127,10 +128,10 @@ class PatchEmbedding(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.conv1 = ConvBNReLU(3, dim // 2, 2)
-        self.conv2 = ConvBNReLU(dim // 2, dim, 2)
-        self.conv3 = ConvBNReLU(dim, dim, 1)
-        self.conv4 = ConvBNReLU(dim, dim, 1)
+        self.conv1 = StemConv(3, dim // 2, 2)
+        self.conv2 = StemConv(dim // 2, dim, 2)
+        self.conv3 = StemConv(dim, dim, 1)
+        self.conv4 = StemConv(dim, dim, 1)
         self.conv5 = nn.Conv2d(dim, dim, 1)
         self.layernorm = LayerNormCHW(dim)
 
@@ -355,18 +356,6 @@ class CloFormer(CloFormerBackbone):
         self.norm = LayerNormCHW(self.norm.num_channels, affine=False)
 
 
-class FuseModule(nn.Module):
-    """1×1 conv (no bias) → BatchNorm → ReLU."""
-
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 1, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(self.conv(x)))
-
-
 class AllMLPHead(nn.Module):
     """SegFormer-style head (edgeseg's own): per-tap 1×1 to E, upsample to stride 4, concat, fuse, classify.
 
@@ -377,33 +366,28 @@ class AllMLPHead(nn.Module):
     def __init__(self, in_channels: tuple[int, ...], embed_dim: int, num_classes: int) -> None:
         super().__init__()
         self.linear_c = nn.ModuleList(nn.Conv2d(c, embed_dim, 1) for c in in_channels)
-        self.linear_fuse: FuseModule | None = FuseModule(len(in_channels) * embed_dim, embed_dim)
+        self.linear_fuse: ConvBNReLU | None = ConvBNReLU(len(in_channels) * embed_dim, embed_dim)
+        self.embed_dim = embed_dim
         self.dropout = nn.Dropout2d(HEAD_DROPOUT)
         self.linear_pred = nn.Conv2d(embed_dim, num_classes, 1)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         """``features`` from stride 4 to 32; logits at the first one's (stride 4) size."""
         size = features[0].shape[2:]
-        projected = [
-            F.interpolate(conv(f), size=size, mode="bilinear", align_corners=False) if i else conv(f)
-            for i, (conv, f) in enumerate(zip(self.linear_c, features))
-        ]
+        projected = [conv(f) for conv, f in zip(self.linear_c, features)]
         if self.linear_fuse is None:
-            fused = F.relu(sum(projected[1:], projected[0]))
+            fused = F.relu(upsample_sum(projected, size))
         else:
-            fused = self.linear_fuse(torch.cat(projected[::-1], dim=1))
+            resized = [F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in projected[1:]]
+            fused = self.linear_fuse(torch.cat([*resized[::-1], projected[0]], dim=1))
         return self.linear_pred(self.dropout(fused))
 
-    @torch.no_grad()
     def reparameterize(self) -> None:
         if self.linear_fuse is None:
             return
-        fuse = fold_batchnorm(self.linear_fuse.conv, self.linear_fuse.bn)
-        slices = fuse.weight[:, :, 0, 0].chunk(len(self.linear_c), dim=1)[::-1]  # concat order is reversed
-        for conv, part in zip(self.linear_c, slices):
-            conv.bias.copy_(part @ conv.bias)
-            conv.weight.copy_((part @ conv.weight[:, :, 0, 0])[:, :, None, None])
-        self.linear_c[0].bias += fuse.bias
+        parts = split_pointwise(self.linear_fuse.folded_conv(), [self.embed_dim] * len(self.linear_c))[::-1]
+        for i, (conv, part) in enumerate(zip(self.linear_c, parts)):  # concat order is reversed
+            self.linear_c[i] = compose_pointwise(part, conv.weight[:, :, 0, 0], conv.bias)
         self.linear_fuse = None
 
 

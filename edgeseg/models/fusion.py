@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -77,3 +78,42 @@ def fuse_model(model: nn.Module) -> nn.Module:
         if hasattr(module, "reparameterize"):
             module.reparameterize()
     return fused
+
+
+@torch.no_grad()
+def split_pointwise(conv: nn.Conv2d, channels: list[int]) -> list[nn.Conv2d]:
+    """1×1 convs, one per input-channel group, whose outputs sum to ``conv(cat(groups))``.
+
+    The bias goes to the first. A 1×1 conv commutes with any per-channel linear resampling (bilinear
+    upsampling included), so a head that concatenates upsampled maps and then fuses them with a 1×1 conv
+    can instead fuse each map at its own, lower resolution and sum the upsampled results.
+    """
+    if conv.kernel_size != (1, 1) or conv.groups != 1 or sum(channels) != conv.in_channels:
+        raise ValueError("split_pointwise needs an ungrouped 1×1 conv whose inputs are the given groups")
+    parts = []
+    for index, weight in enumerate(conv.weight.split(channels, dim=1)):
+        part = nn.Conv2d(weight.shape[1], conv.out_channels, 1, bias=True)
+        part.weight.copy_(weight)
+        part.bias.copy_(conv.bias if index == 0 and conv.bias is not None else torch.zeros(conv.out_channels))
+        parts.append(part)
+    return parts
+
+
+@torch.no_grad()
+def compose_pointwise(outer: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Conv2d:
+    """One 1×1 conv equal to ``outer`` applied after the per-pixel linear map ``x ↦ weight·x + bias``."""
+    outer_weight = outer.weight[:, :, 0, 0]
+    composed = nn.Conv2d(weight.shape[1], outer.out_channels, 1, bias=True)
+    composed.weight.copy_((outer_weight @ weight)[:, :, None, None])
+    composed.bias.copy_(outer.bias + (outer_weight @ bias if bias is not None else 0))
+    return composed
+
+
+def upsample_sum(maps: list[torch.Tensor], size: torch.Size) -> torch.Tensor:
+    """Sum of maps bilinearly resized (align_corners=False) to ``size``; maps already that size are not resized."""
+    total = None
+    for x in maps:
+        if x.shape[2:] != size:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        total = x if total is None else total + x
+    return total

@@ -22,29 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeseg.models.fusion import fold_batchnorm
+from edgeseg.models.fusion import compose_pointwise, split_pointwise, upsample_sum
 from edgeseg.models.hf_segformer import hf_to_nvlabs, is_hf_segformer
+from edgeseg.models.layers import ConvBNReLU
 from edgeseg.models.mit import MIT_VARIANTS, NVLABS_EPS, MixVisionTransformer, to_image, to_tokens
 from edgeseg.models.registry import ModelSpec, register_model
 
 # Decoder embedding dim E of each variant (NVlabs local_configs).
 DECODER_DIMS = {"b0": 256, "b1": 256, "b2": 768, "b3": 768, "b4": 768, "b5": 768}
-
-
-class ConvBNReLU(nn.Module):
-    """1×1 conv (no bias) → BatchNorm → ReLU (mmcv ``ConvModule`` keys ``conv``/``bn``)."""
-
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 1, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(self.conv(x)))
-
-    def reparameterize(self) -> None:
-        self.conv = fold_batchnorm(self.conv, self.bn)
-        self.bn = nn.Identity()
 
 
 class LinearProjection(nn.Module):
@@ -59,7 +44,12 @@ class LinearProjection(nn.Module):
 
 
 class SegFormerHead(nn.Module):
-    """Project c1..c4 to E, resize to c1 (bilinear), concat [c4, c3, c2, c1], fuse, classify."""
+    """Project c1..c4 to E, resize to c1 (bilinear), concat [c4, c3, c2, c1], fuse, classify.
+
+    :meth:`reparameterize` composes the fuse conv (BatchNorm folded) into each projection, so every scale is
+    fused at its own resolution as a 1×1 conv on the NCHW map and the upsampled results are summed: exact,
+    and the 4E→E conv at stride 4 (half of SegFormer-B0's MACs) disappears.
+    """
 
     def __init__(self, in_channels: tuple[int, ...], embed_dim: int, num_classes: int) -> None:
         super().__init__()
@@ -67,9 +57,15 @@ class SegFormerHead(nn.Module):
             self.add_module(f"linear_c{i}", LinearProjection(cin, embed_dim))
         self.linear_fuse = ConvBNReLU(len(in_channels) * embed_dim, embed_dim)
         self.linear_pred = nn.Conv2d(embed_dim, num_classes, 1)
+        self.embed_dim = embed_dim
+        self.num_inputs = len(in_channels)
+        self.branches: nn.ModuleList | None = None
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         size = features[0].shape[2:]
+        if self.branches is not None:
+            fused = upsample_sum([branch(f) for branch, f in zip(self.branches, features)], size)
+            return self.linear_pred(F.relu(fused))
         projected = []
         for i in range(len(features), 0, -1):
             x = getattr(self, f"linear_c{i}")(features[i - 1])
@@ -77,6 +73,16 @@ class SegFormerHead(nn.Module):
                 x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
             projected.append(x)
         return self.linear_pred(self.linear_fuse(torch.cat(projected, dim=1)))
+
+    def reparameterize(self) -> None:
+        parts = split_pointwise(self.linear_fuse.folded_conv(), [self.embed_dim] * self.num_inputs)[::-1]
+        branches = []
+        for i, part in enumerate(parts, start=1):  # concat order is c4..c1, so the parts come reversed
+            projection = getattr(self, f"linear_c{i}").proj
+            branches.append(compose_pointwise(part, projection.weight, projection.bias))
+            delattr(self, f"linear_c{i}")
+        self.branches = nn.ModuleList(branches)
+        del self.linear_fuse
 
 
 class SegFormer(nn.Module):

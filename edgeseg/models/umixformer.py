@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgeseg.models.fusion import split_pointwise, upsample_sum
+from edgeseg.models.layers import ConvBNReLU
 from edgeseg.models.lvt import LVT
 from edgeseg.models.mit import (
     MIT_VARIANTS,
@@ -42,7 +44,6 @@ from edgeseg.models.mit import (
 )
 from edgeseg.models.mscan import MSCAN, MSCAN_VARIANTS
 from edgeseg.models.registry import ModelSpec, register_model
-from edgeseg.models.segformer import ConvBNReLU
 
 DECODER_HEADS = (8, 5, 2, 1)  # stages c4, c3, c2, c1
 POOL_RATIOS = (1, 2, 4, 8)  # CatKey inputs at strides 32, 16, 8, 4
@@ -109,7 +110,11 @@ class MixAttentionBlock(nn.Module):
 
 
 class UMixFormerHead(nn.Module):
-    """Top-down mix-attention decoder (official ``APFormerHead2``), logits at stride 4."""
+    """Top-down mix-attention decoder (official ``APFormerHead2``), logits at stride 4.
+
+    :meth:`reparameterize` splits the fuse conv (BatchNorm folded) per decoded map, so each map is fused at
+    its own resolution and the upsampled results are summed: exact, without the kv_dim→E conv at stride 4.
+    """
 
     def __init__(self, in_channels: tuple[int, ...], embed_dim: int, num_classes: int) -> None:
         super().__init__()
@@ -121,6 +126,8 @@ class UMixFormerHead(nn.Module):
             self.add_module(f"cat_key{index}", CatKey(top_down))
         self.linear_fuse = ConvBNReLU(kv_dim, embed_dim)
         self.linear_pred = nn.Conv2d(embed_dim, num_classes, 1)
+        self.decoded_channels = list(top_down)
+        self.branches: nn.ModuleList | None = None
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         encoded = list(reversed(features))  # c4, c3, c2, c1
@@ -129,8 +136,15 @@ class UMixFormerHead(nn.Module):
             keys = getattr(self, f"cat_key{index + 1}")(decoded + encoded[index:])
             decoded.append(getattr(self, f"attn_c{4 - index}")(encoded[index], keys))
         size = features[0].shape[2:]
+        if self.branches is not None:
+            fused = upsample_sum([branch(x) for branch, x in zip(self.branches, decoded)], size)
+            return self.linear_pred(F.relu(fused))
         resized = [F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in decoded[:3]]
         return self.linear_pred(self.linear_fuse(torch.cat([*resized, decoded[3]], dim=1)))
+
+    def reparameterize(self) -> None:
+        self.branches = nn.ModuleList(split_pointwise(self.linear_fuse.folded_conv(), self.decoded_channels))
+        del self.linear_fuse
 
 
 class UMixFormer(nn.Module):

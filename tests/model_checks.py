@@ -1,0 +1,39 @@
+"""Checks shared by the model-family tests: export of the fused model and what its graph may contain."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import onnx
+import torch
+
+from edgeseg.export.onnx_graph import export_onnx
+from edgeseg.models.fusion import fuse_model
+
+# Ops that mean a size-dependent or non-portable construct reached the graph.
+FORBIDDEN_OPS = frozenset({"Einsum", "GatherND", "ScatterND", "Where", "NonZero", "Loop", "If", "Col2Im"})
+
+
+def export_fused(model: torch.nn.Module, size: tuple[int, int], dynamic_multiple: int | None = None) -> onnx.ModelProto:
+    """The deployment graph edgeseg exports: ``fuse_model`` then torch's dynamo exporter at opset 18."""
+    return export_onnx(fuse_model(model), size, dynamic_multiple=dynamic_multiple)
+
+
+def assert_portable_graph(proto: onnx.ModelProto, forbidden: frozenset[str] = FORBIDDEN_OPS) -> collections.Counter:
+    """No forbidden op and no tensor of rank above 4; returns the op histogram."""
+    ops = collections.Counter(node.op_type for node in proto.graph.node)
+    assert not forbidden & set(ops), sorted(forbidden & set(ops))
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    values = [*inferred.graph.value_info, *inferred.graph.output]
+    assert max(len(v.type.tensor_type.shape.dim) for v in values) <= 4
+    return ops
+
+
+def run_onnxruntime(proto: onnx.ModelProto, x: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Run the graph once in ONNX Runtime on the CPU."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    feed = x.numpy() if isinstance(x, torch.Tensor) else x
+    return session.run(None, {session.get_inputs()[0].name: feed})[0]
