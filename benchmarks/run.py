@@ -106,6 +106,11 @@ def fmt(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def markdown_table(columns: list[str], rows: list[list[str]]) -> list[str]:
+    """Lines of a Markdown table."""
+    return [f"| {' | '.join(line)} |" for line in [columns, ["---"] * len(columns), *rows]]
+
+
 def header(report: dict[str, Any]) -> list[str]:
     """The lines every results file starts with: machine, ceiling, protocol."""
     machine = report["machine"]
@@ -127,19 +132,17 @@ def header(report: dict[str, Any]) -> list[str]:
 
 def table_markdown(report: dict[str, Any]) -> str:
     lines = [f"# {', '.join(report['models'])} at {report['size']}", "", *header(report), ""]
-    lines += [
-        "| model | runtime | boundary | threads | mean ms | std | p50 | p90 | p99 | FPS | fraction of ceiling "
-        "| peak RSS MB | load s | first ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    columns = "model runtime boundary threads mean_ms std p50 p90 p99 FPS fraction_of_ceiling peak_RSS_MB load_s"
+    rows = []
     for row in report["rows"]:
         lat = row["latency_ms"]
-        lines.append(
-            f"| {row['model']} | {row['runtime']} | {row['boundary']} | {row['threads']} | {fmt(lat['mean'])} | "
-            f"{fmt(lat['std'])} | {fmt(lat['p50'])} | {fmt(lat['p90'])} | {fmt(lat['p99'])} | "
-            f"{fmt(1000 / lat['mean'])} | {fmt(row['fraction'], 2)} | {fmt(row['peak_rss_mb'], 0)} | "
-            f"{fmt(row.get('load_s'), 2)} | {fmt(row.get('first_inference_ms'))} |"
+        rows.append(
+            [row["model"], row["runtime"], row["boundary"], str(row["threads"])]
+            + [fmt(lat[k]) for k in ("mean", "std", "p50", "p90", "p99")]
+            + [fmt(1000 / lat["mean"]), fmt(row["fraction"], 2), fmt(row["peak_rss_mb"], 0)]
+            + [fmt(row.get("load_s"), 2), fmt(row.get("first_inference_ms"))]
         )
+    lines += markdown_table([*(c.replace("_", " ") for c in columns.split()), "first ms"], rows)
     lines += [
         "",
         "MACs (conv + linear + matmul, FLOPs/2, un-fused model): "
@@ -218,16 +221,15 @@ def sweep_markdown(report: dict[str, Any], plot_name: str) -> str:
         f"{report['threads']} threads. Largest attention = biggest softmax output one forward materialises "
         "(fp32, batch 1): quadratic-attention models grow with pixels², AFFormer's linear attention does not.",
         "",
-        "| model | size | runtime | mean ms | p50 | p90 | peak RSS MB | GMACs | fraction | largest attention MB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in report["rows"]:
-        lat = r["latency_ms"]
-        lines.append(
-            f"| {r['model']} | {r['size']} | {r['runtime']} | {fmt(lat['mean'])} | {fmt(lat['p50'])} | "
-            f"{fmt(lat['p90'])} | {fmt(r['peak_rss_mb'], 0)} | {r['macs'] / 1e9:.2f} | {fmt(r['fraction'], 2)} | "
-            f"{fmt(r['attention_mb'], 1)} |"
-        )
+    columns = ["model", "size", "runtime", "mean ms", "p50", "p90", "peak RSS MB", "GMACs", "fraction"]
+    rows = [
+        [r["model"], r["size"], r["runtime"]]
+        + [fmt(r["latency_ms"][k]) for k in ("mean", "p50", "p90")]
+        + [fmt(r["peak_rss_mb"], 0), f"{r['macs'] / 1e9:.2f}", fmt(r["fraction"], 2), fmt(r["attention_mb"], 1)]
+        for r in report["rows"]
+    ]
+    lines += markdown_table([*columns, "largest attention MB"], rows)
     lines += ["", "Fitted exponent of latency against pixels (log-log least squares):", ""]
     lines += [f"- {key}: {fit:.2f}" for key, fit in report["exponents"].items()]
     lines += ["", f"![latency vs pixels]({plot_name})"]

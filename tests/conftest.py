@@ -182,3 +182,17 @@ def afformer_bundle(tmp_path_factory):
         return made[key]
 
     return make
+
+
+# ==== one_torch_thread: small PyTorch forwards on one intra-op thread ====
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small forwards run fastest on one intra-op thread, and do not stall when the cores are shared."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

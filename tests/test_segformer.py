@@ -14,21 +14,13 @@ from edgeseg.models.fusion import fuse_model
 from tests.golden import golden_dir
 from tests.model_checks import FORBIDDEN_OPS, assert_portable_graph, export_fused, run_onnxruntime
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # Official parameter counts (NVlabs code, 150 classes). They count what the forward uses: the unused
 # `decode_head.conv_seg` (Conv2d(128, 150, 1), 19,350 parameters) is not included, and edgeseg does not build it.
 OFFICIAL_USED_PARAMS = {"segformer-b0": 3_752_694, "segformer-b1": 13_715_798, "segformer-b2": 27_461_974}
 OFFICIAL_B0_TOTAL = 3_772_044
 CONV_SEG_PARAMS = 128 * 150 + 150
-# Ops that would mean a size-dependent or non-portable construct slipped into the graph.
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small forwards run fastest on one intra-op thread, and do not stall when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,8 @@ from edgeseg.models.mit import mmseg_to_nvlabs
 from tests.golden import golden_dir
 from tests.model_checks import FORBIDDEN_OPS, assert_portable_graph, export_fused, run_onnxruntime
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # Official totals (julian-klitzing/u-mixformer, 150 classes), which include tensors the forward never uses.
 OFFICIAL_TOTAL_PARAMS = {"umixformer-b0": 6_138_252, "umixformer-b1": 24_047_596, "umixformer-b2": 35_845_100}
 KV_DIMS = {"umixformer-b0": 512, "umixformer-b1": 1024, "umixformer-b2": 1024}  # sum of the encoder channels
@@ -21,15 +23,6 @@ KV_DIMS = {"umixformer-b0": 512, "umixformer-b1": 1024, "umixformer-b2": 1024}  
 def unused_params(kv_dim: int) -> int:
     """conv_seg Conv2d(256, 150, 1) + 4 × (attn.sr Conv2d(kv, kv, 1) + attn.norm LayerNorm(kv))."""
     return 256 * 150 + 150 + 4 * (kv_dim * kv_dim + kv_dim + 2 * kv_dim)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small forwards run fastest on one intra-op thread, and do not stall when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

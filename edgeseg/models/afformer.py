@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeseg.models.fusion import add_identity, fold_batchnorm, merge_depthwise
+from edgeseg.models.layers import EncoderDecoder
 from edgeseg.models.registry import ModelSpec, register_model
 from edgeseg.models.static_ops import PoolUpsample
 
@@ -324,7 +325,7 @@ class AFFormerHead(nn.Module):
         return self.conv_seg(self.squeeze(features[-1]))
 
 
-class AFFormer(nn.Module):
+class AFFormer(EncoderDecoder):
     """AFFormer segmenter: ``forward(x)`` gives logits at stride 8."""
 
     checkpoint_aliases = ((r"\.MHCA_layers\.\d+\.(?:factoratt_crpe\.)?(crpe|cpe)\.", r".\1."),)
@@ -335,12 +336,6 @@ class AFFormer(nn.Module):
         cfg = VARIANTS[variant]
         self.backbone = AFFormerBackbone(cfg["embed_dims"], cfg["depths"])
         self.decode_head = AFFormerHead(self.backbone.out_channels[-1], num_classes)
-
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.backbone(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode_head(self.backbone(x))
 
 
 for _variant in VARIANTS:

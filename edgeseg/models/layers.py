@@ -27,3 +27,19 @@ class ConvBNReLU(nn.Module):
     def reparameterize(self) -> None:
         self.conv = self.folded_conv()
         self.bn = nn.Identity()
+
+
+class EncoderDecoder(nn.Module):
+    """mmseg's segmenter layout: ``backbone`` (stage features) → ``decode_head`` (logits at its stride).
+
+    Subclasses set both attributes; the names are the official checkpoints' key prefixes.
+    """
+
+    backbone: nn.Module
+    decode_head: nn.Module
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode_head(self.backbone(x))

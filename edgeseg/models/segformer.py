@@ -24,7 +24,7 @@ from torch import nn
 
 from edgeseg.models.fusion import compose_pointwise, split_pointwise, upsample_sum
 from edgeseg.models.hf_segformer import hf_to_nvlabs, is_hf_segformer
-from edgeseg.models.layers import ConvBNReLU
+from edgeseg.models.layers import ConvBNReLU, EncoderDecoder
 from edgeseg.models.mit import MIT_VARIANTS, NVLABS_EPS, MixVisionTransformer, to_image, to_tokens
 from edgeseg.models.registry import ModelSpec, register_model
 
@@ -85,7 +85,7 @@ class SegFormerHead(nn.Module):
         del self.linear_fuse
 
 
-class SegFormer(nn.Module):
+class SegFormer(EncoderDecoder):
     """SegFormer segmenter: ``forward(x)`` gives logits at stride 4."""
 
     checkpoint_ignored = (r"^decode_head\.conv_seg\.",)
@@ -101,12 +101,6 @@ class SegFormer(nn.Module):
     def remap_checkpoint(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Hugging Face transformers checkpoints (4.x or 5.x names) are renamed to the NVlabs keys."""
         return hf_to_nvlabs(state) if is_hf_segformer(state) else state
-
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.backbone(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode_head(self.backbone(x))
 
 
 for _variant in MIT_VARIANTS:

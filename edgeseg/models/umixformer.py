@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeseg.models.fusion import split_pointwise, upsample_sum
-from edgeseg.models.layers import ConvBNReLU
+from edgeseg.models.layers import ConvBNReLU, EncoderDecoder
 from edgeseg.models.lvt import LVT
 from edgeseg.models.mit import (
     MIT_VARIANTS,
@@ -147,7 +147,7 @@ class UMixFormerHead(nn.Module):
         del self.linear_fuse
 
 
-class UMixFormer(nn.Module):
+class UMixFormer(EncoderDecoder):
     """U-MixFormer segmenter (MiT, MSCAN or LVT encoder): ``forward(x)`` gives logits at stride 4."""
 
     checkpoint_ignored = (r"^decode_head\.conv_seg\.", r"^decode_head\.attn_c\d\.attn\.(sr|norm)\.")
@@ -165,12 +165,6 @@ class UMixFormer(nn.Module):
         if isinstance(self.backbone, MixVisionTransformer):
             return mmseg_to_nvlabs(state, prefix="backbone.")
         return state
-
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.backbone(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode_head(self.backbone(x))
 
 
 for _variant in VARIANTS:

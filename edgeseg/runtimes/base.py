@@ -18,16 +18,8 @@ class Runner(Protocol):
 
     name: str
     threads: int | None
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """Shape of the model input; None for a dynamic dimension."""
-        ...
-
-    @property
-    def output_shape(self) -> tuple[int, ...]:
-        """Shape of the model output; None for a dynamic dimension."""
-        ...
+    input_shape: tuple[int | None, ...]  # None for a dynamic dimension
+    output_shape: tuple[int | None, ...]
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Run the model on ``x`` and return its output as a float32 array the caller owns."""

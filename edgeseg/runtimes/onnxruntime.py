@@ -49,18 +49,8 @@ class OnnxRuntimeRunner:
         if len(inputs) != 1 or len(outputs) != 1:
             raise ValueError(f"{self.path}: expected one input and one output, got {len(inputs)} and {len(outputs)}")
         self._input_name, self._output_name = inputs[0].name, outputs[0].name
-        self._input_shape = model_shape(inputs[0].shape)
-        self._output_shape = model_shape(outputs[0].shape)
-
-    @property
-    def input_shape(self) -> tuple[int | None, ...]:
-        """Shape of the model input; None for a dynamic dimension."""
-        return self._input_shape
-
-    @property
-    def output_shape(self) -> tuple[int | None, ...]:
-        """Shape of the model output; None for a dynamic dimension."""
-        return self._output_shape
+        self.input_shape = model_shape(inputs[0].shape)
+        self.output_shape = model_shape(outputs[0].shape)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Run the session on ``x`` (made contiguous float32) and return the float32 output."""

@@ -50,19 +50,9 @@ class OpenVINORunner:
             properties["INFERENCE_NUM_THREADS"] = self.threads
         properties.update(config or {})
         self._compiled = core.compile_model(model, "CPU", properties)
-        self._input_shape = _shape(self._compiled.input(0))
-        self._output_shape = _shape(self._compiled.output(0))
+        self.input_shape = _shape(self._compiled.input(0))
+        self.output_shape = _shape(self._compiled.output(0))
         self._request = self._compiled.create_infer_request()
-
-    @property
-    def input_shape(self) -> tuple[int | None, ...]:
-        """Shape of the model input; None for a dynamic dimension."""
-        return self._input_shape
-
-    @property
-    def output_shape(self) -> tuple[int | None, ...]:
-        """Shape of the model output; None for a dynamic dimension."""
-        return self._output_shape
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Run the infer request on ``x`` (made contiguous float32) and return a copy of the output."""
