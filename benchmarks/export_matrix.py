@@ -51,7 +51,7 @@ def markdown(report: dict[str, Any]) -> str:
         "INFERENCE_PRECISION_HINT=f32). Cell: worst max abs difference over the bundle's artifacts (ONNX Runtime "
         "on model.onnx and the target's artifact), ONNX nodes, export seconds.",
         "",
-        "| model | size | " + " | ".join(TARGETS) + " |",
+        "| model | sizes checked | " + " | ".join(TARGETS) + " |",
         "|---|---|" + "---|" * len(TARGETS),
     ]
     for row in report["rows"]:
@@ -62,7 +62,8 @@ def markdown(report: dict[str, Any]) -> str:
                 cells.append(f"✅ {max(cell['max_abs'].values()):.1e} ({cell['nodes']} nodes, {cell['seconds']} s)")
             else:
                 cells.append(f"❌ {cell.get('error', 'parity gate failed')}")
-        lines.append(f"| {row['model']} | {row['size']} | " + " | ".join(cells) + " |")
+        checked = next((row[t]["sizes_checked"] for t in TARGETS if row[t]["ok"]), [row["size"]])
+        lines.append(f"| {row['model']} | {', '.join(checked)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
