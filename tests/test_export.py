@@ -160,3 +160,10 @@ def test_other_families_pass_the_bundle_parity_gate(model_name, golden_name, siz
         expected = model(torch.from_numpy(x)).numpy()
     for backend in ("onnxruntime", "openvino"):
         np.testing.assert_allclose(load(tmp_path / "b", backend=backend).logits(x), expected, rtol=0, atol=1e-4)
+
+
+def test_bundle_paths_may_hold_commas_and_parentheses(tmp_path):
+    out = tmp_path / "bundles, v1 (openvino)"
+    request = ExportRequest(model="afformer-tiny", out=out, target="openvino", input_size=(64, 64))
+    assert read_bundle(export_bundle(request)).manifest["parity"]["passed"]
+    assert load(out).logits(np.zeros((1, 3, 64, 64), np.float32)).shape == (1, 150, 8, 8)

@@ -37,7 +37,8 @@ def build_openvino(folder: Path) -> TargetArtifacts:
     """OpenVINO IR with fp32 weights (``save_model`` would compress them to fp16 by default)."""
     import openvino as ov
 
-    model = ov.convert_model(str(folder / ONNX_FILE))
+    # read_model, not convert_model: the latter parses its argument like a command line and splits on commas.
+    model = ov.Core().read_model(str(folder / ONNX_FILE))
     ov.save_model(model, str(folder / OPENVINO_FILE), compress_to_fp16=False)
     return TargetArtifacts(
         [ONNX_FILE, OPENVINO_FILE, "model.bin"],
