@@ -20,6 +20,16 @@ def export_fused(model: torch.nn.Module, size: tuple[int, int], dynamic_multiple
     return export_onnx(fuse_model(model), size, dynamic_multiple=dynamic_multiple)
 
 
+def assert_fuses_exactly(model: torch.nn.Module, size: tuple[int, int], atol: float = 1e-5) -> torch.nn.Module:
+    """``fuse_model`` leaves no BatchNorm and gives the eager logits at ``size``; returns the fused model."""
+    fused = fuse_model(model)
+    assert not [m for m in fused.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), rtol=0, atol=atol)
+    return fused
+
+
 def assert_portable_graph(proto: onnx.ModelProto, forbidden: frozenset[str] = FORBIDDEN_OPS) -> collections.Counter:
     """No forbidden op and no tensor of rank above 4; returns the op histogram."""
     ops = collections.Counter(node.op_type for node in proto.graph.node)

@@ -10,9 +10,8 @@ import torch
 
 from edgeseg import models
 from edgeseg.models.checkpoint import CheckpointError, read_state_dict
-from edgeseg.models.fusion import fuse_model
 from tests.golden import golden_dir
-from tests.model_checks import FORBIDDEN_OPS, assert_portable_graph, export_fused, run_onnxruntime
+from tests.model_checks import FORBIDDEN_OPS, assert_fuses_exactly, assert_portable_graph, export_fused, run_onnxruntime
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -90,11 +89,7 @@ def test_wrong_variant_is_explained(golden):
 
 
 def test_fused_model_matches_eager_without_batchnorm(golden_model):
-    fused = fuse_model(golden_model)
-    assert not [m for m in fused.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    x = torch.randn(1, 3, 192, 224, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        torch.testing.assert_close(fused(x), golden_model(x), rtol=0, atol=1e-5)
+    assert_fuses_exactly(golden_model, (192, 224))
 
 
 def test_odd_input_sizes_give_stride_4_logits(golden_model):

@@ -8,10 +8,9 @@ import torch
 
 from edgeseg import models
 from edgeseg.models.checkpoint import CheckpointError, read_state_dict
-from edgeseg.models.fusion import fuse_model
 from edgeseg.models.mit import mmseg_to_nvlabs
 from tests.golden import golden_dir
-from tests.model_checks import FORBIDDEN_OPS, assert_portable_graph, export_fused, run_onnxruntime
+from tests.model_checks import FORBIDDEN_OPS, assert_fuses_exactly, assert_portable_graph, export_fused, run_onnxruntime
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -116,11 +115,7 @@ def test_missing_and_unexpected_keys_are_named(golden):
 
 
 def test_fused_model_matches_eager_without_batchnorm(golden_model):
-    fused = fuse_model(golden_model)
-    assert not [m for m in fused.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    x = torch.randn(1, 3, 192, 224, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        torch.testing.assert_close(fused(x), golden_model(x), rtol=0, atol=1e-5)
+    assert_fuses_exactly(golden_model, (192, 224))
 
 
 def test_odd_input_sizes_give_stride_4_logits(golden_model):
@@ -182,8 +177,7 @@ def test_mscan_s_total_matches_the_published_size():
 @pytest.mark.parametrize("name", ["umixformer-mscan-t", "umixformer-lvt"])
 def test_other_encoders_give_stride_4_logits_and_fuse_exactly(name):
     model = randomised(name)
-    fused = fuse_model(model)
-    assert not [m for m in fused.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    fused = assert_fuses_exactly(model, (128, 160))
     with torch.no_grad():
         for size, expected in [((128, 160), (32, 40)), ((97, 131), (25, 33))]:
             x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(3))
