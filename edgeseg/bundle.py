@@ -15,8 +15,13 @@ FORMAT = "edgeseg-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 # Backends a bundle can name; "onnx" is the portable graph every bundle carries, run by ONNX Runtime.
-TARGETS = ("onnx", "onnxruntime", "openvino")
-BACKEND_OF_TARGET = {"onnx": "onnxruntime", "onnxruntime": "onnxruntime", "openvino": "openvino"}
+TARGETS = ("onnx", "onnxruntime", "openvino", "tensorrt")
+BACKEND_OF_TARGET = {
+    "onnx": "onnxruntime",
+    "onnxruntime": "onnxruntime",
+    "openvino": "openvino",
+    "tensorrt": "tensorrt",
+}
 
 
 class BundleError(ValueError):

@@ -1,6 +1,6 @@
-"""The ``edgeseg`` command line: models, export, predict, bench.
+"""The ``edgeseg`` command line: models, export, lint, predict, eval, bench.
 
-Heavy packages are imported inside each command, so ``predict`` and ``bench`` never import torch.
+Heavy packages are imported inside each command, so ``predict``, ``eval`` and ``bench`` never import torch.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from edgeseg.export import ExportRequest, export_bundle
     from edgeseg.imaging import parse_size
+    from edgeseg.ladder import parse_gates
 
     request = ExportRequest(
         model=args.model,
@@ -49,19 +50,47 @@ def cmd_export(args: argparse.Namespace) -> int:
         tolerance=args.tolerance,
         force=args.force,
         dynamic=args.dynamic,
+        calib=Path(args.calib) if args.calib else None,
+        calib_count=args.calib_count,
+        parity_data=Path(args.parity_data) if args.parity_data else None,
+        parity_count=args.parity_count,
+        gates=parse_gates(args.gate or []),
+        auto_exclude=args.auto_exclude,
     )
     out = export_bundle(request)
     manifest = json.loads((out / "manifest.json").read_text())
-    print(f"wrote {out} ({manifest['model']['weights']} weights, {manifest['export']['nodes']} ONNX nodes)")
+    print(
+        f"wrote {out} ({manifest['precision']}, {manifest['model']['weights']} weights, "
+        f"{manifest['export']['nodes']} ONNX nodes)"
+    )
     for name, meta in manifest["files"].items():
         print(f"  {name:<16} {meta['bytes'] / 1e6:8.2f} MB")
-    print(f"parity vs PyTorch ({manifest['parity']['inputs']}):")
-    for artifact, result in manifest["parity"]["results"].items():
-        print(
-            f"  {artifact:<12} {result['backend']:<12} max|d| {result['max_abs']:.2e}  mean|d| "
-            f"{result['mean_abs']:.2e}  argmax agreement {result['argmax_agreement']:.4f}"
-        )
+    print(_parity_summary(manifest["parity"]))
+    if "tensorrt" in manifest:
+        print(f"TensorRT: {manifest['tensorrt']['engine_build']}")
+        for version, command in manifest["tensorrt"]["trtexec"].items():
+            print(f"  {version}: {command}")
     return 0
+
+
+def _parity_summary(parity: dict) -> str:
+    """The parity ladder of each artifact, one line each, with its gate verdict."""
+    lines = [f"parity vs PyTorch on {parity['images']}; random inputs: {parity['inputs']}"]
+    if parity.get("note"):
+        lines.append(f"  note: {parity['note']}")
+    for artifact, r in parity["results"].items():
+        ladder = r["ladder"]
+        drop = f"  mIoU drop {ladder['miou_drop']:.2f} pt" if ladder.get("miou_drop") is not None else ""
+        verdict = "gated: pass" if r["gates"] else "not gated"
+        lines.append(
+            f"  {artifact:<12} {r['precision']:<5} on {r['run_with']:<12} max|d| {r['max_abs']:.2e}  "
+            f"agreement {ladder['agreement']:.4f}  mIoU vs ref {ladder['miou_vs_reference']:.4f}  "
+            f"boundary F {ladder['boundary_f']:.4f}{drop}  ({verdict})"
+        )
+    if "auto_exclude" in parity:
+        kept = parity["auto_exclude"]["kept_float"]
+        lines.append(f"  --auto-exclude kept {len(kept)} node(s) in float: {', '.join(kept)}")
+    return "\n".join(lines)
 
 
 def cmd_convert_checkpoint(args: argparse.Namespace) -> int:
@@ -90,6 +119,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from edgeseg.evaluate import evaluate, format_report
+
+    report = evaluate(
+        args.bundle, args.data, split=args.split, backend=args.backend, threads=args.threads, limit=args.limit
+    )
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    from edgeseg.export.lint import format_findings, lint_onnx, load_graph
+    from edgeseg.imaging import parse_size
+
+    graph = load_graph(args.source, parse_size(args.input_size), args.num_classes)
+    findings = lint_onnx(graph, args.target)
+    print(f"{args.source} for {args.target}:")
+    print(format_findings(findings))
+    return 1 if any(f.severity == "error" for f in findings) else 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from edgeseg.bench import benchmark, format_table
 
@@ -113,6 +166,66 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_synthetic(args: argparse.Namespace) -> int:
+    from edgeseg.data import generate_synthetic
+    from edgeseg.imaging import parse_size
+
+    size = parse_size(args.size)
+    dataset = generate_synthetic(Path(args.out), args.count, size, args.seed, args.val_fraction, args.force)
+    splits = ", ".join(f"{len(stems)} {name}" for name, stems in dataset.splits.items())
+    print(f"wrote {dataset.root}: {splits} images of {args.size}, {len(dataset.classes)} classes")
+    fractions = json.loads((dataset.root / "dataset.json").read_text())["generator"]["pixel_fractions"]
+    print("class pixel fractions: " + ", ".join(f"{name} {fraction:.3f}" for name, fraction in fractions.items()))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from edgeseg.imaging import parse_size
+    from edgeseg.train import TrainConfig, train
+
+    given = {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "crop": parse_size(args.crop) if args.crop else None,
+        "lr": args.lr,
+    }
+    recipe = {name: value for name, value in given.items() if value is not None}  # the rest: TrainConfig's defaults
+    config = TrainConfig(args.model, Path(args.data), Path(args.out), seed=args.seed, threads=args.threads, **recipe)
+    train(config)
+    return 0
+
+
+def _add_data_parser(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="datasets: generate a synthetic segmentation set")
+    kinds = data.add_subparsers(dest="data_command", required=True)
+    synthetic = kinds.add_parser("synthetic", help="procedural textured shapes of 5 classes over textured backgrounds")
+    synthetic.add_argument("--out", required=True, help="dataset folder to write")
+    synthetic.add_argument("--count", required=True, type=_positive_int, help="number of images")
+    synthetic.add_argument("--size", required=True, help="HEIGHTxWIDTH of every image, e.g. 512x512")
+    synthetic.add_argument("--seed", type=int, default=0, help="same seed, same files")
+    synthetic.add_argument("--val-fraction", type=float, default=0.2, help="share of the images held back for val")
+    synthetic.add_argument("--force", action="store_true", help="replace an existing folder")
+    synthetic.set_defaults(func=cmd_data_synthetic)
+
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser(
+        "train",
+        help="fine-tune a model on a dataset folder, on the CPU",
+        description="Recipe options left out take the tuned defaults (edgeseg.train.TrainConfig), printed at start.",
+    )
+    train.add_argument("--model", required=True, help="a segmentation model from `edgeseg models`")
+    train.add_argument("--data", required=True, help="dataset folder (see `edgeseg data synthetic`)")
+    train.add_argument("--out", required=True, help="checkpoint (.pth) to write")
+    train.add_argument("--steps", type=_positive_int, help="optimisation steps")
+    train.add_argument("--batch-size", type=_positive_int, help="crops per step")
+    train.add_argument("--crop", help="HEIGHTxWIDTH of the random training crops")
+    train.add_argument("--lr", type=float, help="peak AdamW learning rate")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=_positive_int, help="torch threads (default: every core)")
+    train.set_defaults(func=cmd_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeseg", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -131,13 +244,34 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--dynamic", action="store_true", help="one graph for every height and width that is a multiple of 32"
     )
-    export.add_argument("--target", default="onnxruntime", choices=["onnx", "onnxruntime", "openvino"])
-    export.add_argument("--precision", default="fp32", choices=["fp32"])
+    export.add_argument("--target", default="onnxruntime", choices=["onnx", "onnxruntime", "openvino", "tensorrt"])
+    export.add_argument(
+        "--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"], help="what the target artifact runs in"
+    )
+    export.add_argument("--calib", help="int8 calibration images: a folder, or a segmentation set (its train split)")
+    export.add_argument("--calib-count", type=_positive_int, default=32, help="calibration images to use")
+    export.add_argument(
+        "--parity-data", help="images for the parity ladder (a set's val split; labelled sets add the mIoU drop)"
+    )
+    export.add_argument("--parity-count", type=_positive_int, default=8, help="parity-ladder images to use")
+    export.add_argument(
+        "--gate", action="append", metavar="RUNG=VALUE", help="override a parity gate, e.g. agreement=0.98"
+    )
+    export.add_argument(
+        "--auto-exclude", action="store_true", help="int8: keep the fewest sensitive nodes in float until gates pass"
+    )
     export.add_argument("--opset", type=int, default=18)
-    export.add_argument("--tolerance", type=float, default=1e-4, help="parity gate: max abs logit difference")
+    export.add_argument("--tolerance", type=float, default=1e-4, help="fp32 parity gate: max abs logit difference")
     export.add_argument("--out", required=True, help="bundle folder to write")
     export.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     export.set_defaults(func=cmd_export)
+
+    lint = sub.add_parser("lint", help="check an ONNX graph (or a model's export) for a runtime's known hazards")
+    lint.add_argument("source", metavar="MODEL|ONNX", help="an .onnx file, or a name from `edgeseg models`")
+    lint.add_argument("--target", required=True, choices=["onnxruntime", "openvino", "tensorrt"])
+    lint.add_argument("--input-size", default="512x512", help="HEIGHTxWIDTH to export a model name at")
+    lint.add_argument("--num-classes", type=_positive_int, default=150)
+    lint.set_defaults(func=cmd_lint)
 
     convert = sub.add_parser(
         "convert-checkpoint", help="SegFormer checkpoints: NVlabs/mmseg-0.x .pth <-> Hugging Face transformers"
@@ -157,6 +291,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--threads", type=_positive_int)
     predict.set_defaults(func=cmd_predict)
 
+    evaluation = sub.add_parser("eval", help="mIoU, pixel accuracy and per-class IoU of a bundle on a labelled set")
+    evaluation.add_argument("bundle")
+    evaluation.add_argument("--data", required=True, help="dataset folder (dataset.json, images/, labels/)")
+    evaluation.add_argument("--split", default="val", help="train, val or all")
+    evaluation.add_argument("--backend", choices=["onnxruntime", "openvino"])
+    evaluation.add_argument("--threads", type=_positive_int)
+    evaluation.add_argument("--limit", type=_positive_int, help="evaluate the first N images of the split")
+    evaluation.add_argument("--json", help="also write the report as JSON")
+    evaluation.set_defaults(func=cmd_eval)
+
     bench = sub.add_parser("bench", help="latency and peak memory of bundles, in fresh torch-free processes")
     bench.add_argument("bundles", nargs="+", metavar="BUNDLE")
     bench.add_argument("--backend", choices=["onnxruntime", "openvino"])
@@ -166,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--boundary", choices=["model", "end-to-end"], default="model")
     bench.add_argument("--json", help="also write the records as JSON")
     bench.set_defaults(func=cmd_bench)
+
+    _add_data_parser(sub)
+    _add_train_parser(sub)
     return parser
 
 

@@ -109,13 +109,14 @@ class Segmenter:
 
 
 def _runner_config(bundle: Bundle, backend: str) -> dict[str, Any]:
-    """The bundle's runtime config for ``backend``, keeping fp32 bundles in f32 on OpenVINO.
+    """The bundle's runtime config for ``backend``; OpenVINO runs f32 unless the bundle states a hint.
 
-    OpenVINO's CPU plugin runs in bf16 by default where the CPU supports it; an fp32 bundle whose manifest
-    sets no precision hint for OpenVINO (e.g. an ``onnx`` target run with ``backend="openvino"``) gets f32.
+    OpenVINO's CPU plugin runs in bf16 by default where the CPU supports it. Bundles of the ``openvino``
+    target state the hint their parity was checked with; any other bundle run on OpenVINO (its portable
+    fp32 ``model.onnx``) gets f32.
     """
     config = bundle.runtime_config(backend)
-    if backend == "openvino" and bundle.precision == "fp32":
+    if backend == "openvino":
         config.setdefault("INFERENCE_PRECISION_HINT", "f32")
     return config
 

@@ -37,7 +37,7 @@ def random_image(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 def test_backends_registry() -> None:
-    assert BACKENDS == ("onnxruntime", "openvino")
+    assert BACKENDS == ("onnxruntime", "openvino", "tensorrt")
     assert available_backends() == ["onnxruntime", "openvino"]
 
 
@@ -69,9 +69,9 @@ def test_runner_matches_numpy_reference(
 
 
 def test_create_runner_errors(tiny_bundle: MakeBundle) -> None:
-    known = r"unknown backend 'tensorrt'; known backends: onnxruntime, openvino"
+    known = r"unknown backend 'coreml'; known backends: onnxruntime, openvino, tensorrt"
     with pytest.raises(ValueError, match=known):
-        create_runner("tensorrt", tiny_bundle() / "model.onnx")
+        create_runner("coreml", tiny_bundle() / "model.onnx")
     with pytest.raises(ValueError, match="threads must be a positive int"):
         create_runner("onnxruntime", tiny_bundle() / "model.onnx", threads=0)
 

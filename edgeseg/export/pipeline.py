@@ -8,7 +8,8 @@ import platform
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 
 import edgeseg
 from edgeseg import bundle as bundle_format
+from edgeseg.export.calibration import calibration_set, parity_set, preprocessor, synthetic_source
 from edgeseg.export.onnx_graph import (
     DEFAULT_OPSET,
     INPUT_NAME,
@@ -28,11 +30,12 @@ from edgeseg.export.onnx_graph import (
     op_histogram,
     simplify,
 )
-from edgeseg.export.parity import ParityError, make_inputs, measure
-from edgeseg.export.targets import BUILDERS, ONNX_FILE, TargetArtifacts
+from edgeseg.export.parity import ArtifactCheck, ParityError, random_inputs_at
+from edgeseg.export.sensitivity import auto_exclude
+from edgeseg.export.targets import BUILDERS, ONNX_FILE, BuildOptions, check_precision
+from edgeseg.ladder import gates_for
 from edgeseg.models import count_macs, count_params, create, get_spec, list_models
 from edgeseg.models.fusion import fuse_model
-from edgeseg.runtimes import create_runner
 
 TOOLS = ("torch", "onnx", "onnxscript", "onnxslim", "onnxruntime", "openvino", "numpy")
 
@@ -54,6 +57,12 @@ class ExportRequest:
     seed: int = 0
     force: bool = False
     dynamic: bool = False
+    calib: Path | None = None
+    calib_count: int = 32
+    parity_data: Path | None = None
+    parity_count: int = 8
+    gates: dict[str, float] = field(default_factory=dict)
+    auto_exclude: bool = False
 
 
 def tool_versions() -> dict[str, str]:
@@ -71,8 +80,12 @@ def _validate(request: ExportRequest) -> None:
     spec = get_spec(request.model)
     if request.target not in BUILDERS:
         raise ValueError(f"unknown target {request.target!r}; choose one of {', '.join(BUILDERS)}")
-    if request.precision != "fp32":
-        raise ValueError(f"precision {request.precision!r} is not supported yet; use fp32")
+    check_precision(request.target, request.precision)
+    for what, folder in (("--calib", request.calib), ("--parity-data", request.parity_data)):
+        if folder is not None and not folder.is_dir():
+            raise FileNotFoundError(f"{what} {folder} is not a folder; pass a folder of images or a segmentation set")
+    if request.auto_exclude and request.precision != "int8":
+        raise ValueError("--auto-exclude keeps int8-sensitive nodes in float; it needs --precision int8")
     h, w = request.input_size
     if h % spec.input_multiple or w % spec.input_multiple:
         raise ValueError(
@@ -122,50 +135,6 @@ def second_size(size: tuple[int, int], multiple: int) -> tuple[int, int]:
     return other if other != size else (h + multiple, w)
 
 
-def _parity_report(
-    request: ExportRequest,
-    model: torch.nn.Module,
-    folder: Path,
-    artifacts: TargetArtifacts,
-    sizes: list[tuple[int, int]],
-) -> dict[str, Any]:
-    """Run every artifact against the PyTorch model at each size; raise ParityError past the tolerance."""
-    spec = get_spec(request.model)
-    inputs = {size: make_inputs(size, spec.mean, spec.std, request.parity_inputs, request.seed) for size in sizes}
-    with torch.no_grad():
-        reference = {size: [model(torch.from_numpy(x)).numpy() for x in inputs[size].arrays] for size in sizes}
-    results = {}
-    for artifact, filename in artifacts.artifacts.items():
-        backend = bundle_format.BACKEND_OF_TARGET[artifact]
-        settings = artifacts.runtime_config.get(backend, {})
-        runner = create_runner(backend, folder / filename, config=settings)
-        by_size = {f"{h}x{w}": measure(reference[(h, w)], runner.infer, inputs[(h, w)]) for h, w in sizes}
-        results[artifact] = {
-            "backend": backend,
-            "file": filename,
-            "settings": settings,
-            "max_abs": max(m["max_abs"] for m in by_size.values()),
-            "mean_abs": float(np.mean([m["mean_abs"] for m in by_size.values()])),
-            "argmax_agreement": min(m["argmax_agreement"] for m in by_size.values()),
-            "by_size": by_size,
-        }
-    failed = {k: v["max_abs"] for k, v in results.items() if not v["max_abs"] <= request.tolerance}
-    if failed:
-        worst = ", ".join(f"{k} max abs diff {v:.3g}" for k, v in failed.items())
-        raise ParityError(
-            f"parity check failed for {request.model} at {', '.join(by_size)}: {worst} > tolerance "
-            f"{request.tolerance:g}. Nothing was written. Report this with the command line; --tolerance changes "
-            "the gate."
-        )
-    return {
-        "reference": "PyTorch eager fp32 (un-fused model), logits at the native stride",
-        "inputs": next(iter(inputs.values())).description + f", at {', '.join(by_size)}",
-        "tolerance": {"max_abs": request.tolerance},
-        "passed": True,
-        "results": results,
-    }
-
-
 def _resize_policy(request: ExportRequest, multiple: int) -> dict[str, Any]:
     """How the runtime sizes an image for the graph: stretch to the static size, or keep the aspect ratio."""
     h, w = request.input_size
@@ -175,7 +144,88 @@ def _resize_policy(request: ExportRequest, multiple: int) -> dict[str, Any]:
     return {"mode": "keep_ratio", "short_side": short, "max_long_side": 4 * short, "multiple": multiple}
 
 
-def _write_bundle(request: ExportRequest, folder: Path) -> dict[str, Any]:
+def _input_entry(request: ExportRequest, proto: onnx.ModelProto) -> dict[str, Any]:
+    spec = get_spec(request.model)
+    return {
+        "name": INPUT_NAME,
+        "shape": graph_shape(proto.graph.input[0]),
+        "example_size": list(request.input_size),
+        "size_multiple": spec.input_multiple,
+        "resize": _resize_policy(request, spec.input_multiple),
+        "layout": "NCHW",
+        "dtype": "float32",
+        "color": "RGB",
+        "pixel_range": [0, 255],
+        "normalization": "(pixel - mean) / std",
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+    }
+
+
+def _image_sources(request: ExportRequest, scratch: Path) -> tuple[Path | None, Path]:
+    """(calibration source or None, parity source): the user's folders, else a generated synthetic set."""
+    wants_calibration = request.precision == "int8"
+    needs_synthetic = request.parity_data is None and request.calib is None
+    needs_synthetic = needs_synthetic or (wants_calibration and request.calib is None)
+    synthetic = None
+    if needs_synthetic:
+        count = 2 * max(request.parity_count, request.calib_count if wants_calibration else 1)
+        synthetic = synthetic_source(scratch / "synthetic", request.input_size, count, request.seed)
+    calib = (request.calib or synthetic) if wants_calibration else None
+    parity = request.parity_data or request.calib or synthetic
+    assert parity is not None
+    return calib, parity
+
+
+def _tensorrt_entry(graph: Path, request: ExportRequest, input_shape: list[int | None]) -> dict[str, Any]:
+    """The manifest's ``tensorrt`` entry: lint verdict and the trtexec command lines for TensorRT 10 and 11."""
+    from edgeseg.export.lint import lint_onnx
+    from edgeseg.export.tensorrt import trtexec_commands
+
+    findings = lint_onnx(onnx.load(str(graph)), "tensorrt")
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        listed = "; ".join(f.message for f in errors[:5])
+        raise ExportError(f"{graph.name} would not parse in TensorRT: {listed}. Run `edgeseg lint` for all findings")
+    spec = get_spec(request.model)
+    h, w = request.input_size
+    dynamic_range = None
+    if request.dynamic:
+        m = spec.input_multiple
+        dynamic_range = ((m * 2, m * 2), (h, w), (2 * h, 2 * w))
+    engine = f"{graph.stem}.engine"
+    return {
+        "graph": graph.name,
+        "engine_build": "UNVERIFIED: TensorRT cannot be installed on the machine that made this bundle, so no "
+        "engine was built; parity was measured on the same graph in ONNX Runtime (CPU). Build the engine on the "
+        "target GPU with a command below or edgeseg.export.tensorrt.build_engine.",
+        "trtexec": trtexec_commands(
+            graph.name, engine, request.precision, INPUT_NAME, tuple(input_shape), (h, w), dynamic_range
+        ),
+        "lint": {
+            "errors": 0,
+            "warnings": [f"[{f.rule}] {f.message}" for f in findings if f.severity != "error"],
+        },
+    }
+
+
+def _reference(model: torch.nn.Module) -> Callable[[np.ndarray], np.ndarray]:
+    """The PyTorch model as a numpy function: the reference every artifact is compared with."""
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).numpy()
+
+    return run
+
+
+def _build(request: ExportRequest, folder: Path, options: BuildOptions, check: ArtifactCheck) -> tuple[Any, Any]:
+    """Build the target's artifacts and check them; returns (artifacts, report)."""
+    artifacts = BUILDERS[request.target](folder, options)
+    return artifacts, check(artifacts)
+
+
+def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> dict[str, Any]:
     """Fill ``folder`` with the bundle's files and return the manifest."""
     spec = get_spec(request.model)
     model = _build_model(request)
@@ -186,13 +236,57 @@ def _write_bundle(request: ExportRequest, folder: Path) -> dict[str, Any]:
     proto = simplify(export_onnx(fused, request.input_size, request.opset, dynamic_multiple=multiple))
     export_seconds = time.perf_counter() - started
     onnx.save(proto, str(folder / ONNX_FILE))
-    artifacts = BUILDERS[request.target](folder)
+
+    input_entry = _input_entry(request, proto)
+    preprocess = preprocessor(input_entry)
+    calib_source, parity_source = _image_sources(request, scratch)
+
+    def name(source: Path) -> str:
+        synthetic = source.is_relative_to(scratch)
+        return f"a synthetic set (edgeseg data synthetic, seed {request.seed})" if synthetic else str(source)
+
+    calibration = None
+    if calib_source is not None:
+        calibration = calibration_set(calib_source, preprocess, request.calib_count, name(calib_source))
+    images = parity_set(parity_source, preprocess, request.parity_count, request.num_classes, name(parity_source))
     sizes = [request.input_size]
     if request.dynamic:
         sizes.append(second_size(request.input_size, spec.input_multiple))
-    parity = _parity_report(request, model, folder, artifacts, sizes)
+    check = ArtifactCheck.prepare(
+        _reference(model),
+        folder,
+        images,
+        random_inputs_at(sizes, spec.mean, spec.std, request.parity_inputs, request.seed),
+        num_classes=request.num_classes,
+        precision=request.precision,
+        gates=gates_for(request.precision, request.gates),
+        fp32_gates=gates_for("fp32", {"max_abs": request.tolerance, **request.gates}),
+        gated=request.checkpoint is not None,
+    )
+    options = BuildOptions(request.precision, tuple(calibration.inputs) if calibration else ())
+    artifacts, parity = _build(request, folder, options, check)
+    if not parity["passed"] and request.auto_exclude and request.precision == "int8":
+        report = auto_exclude(request.target, folder, options, parity, lambda o: _build(request, folder, o, check))
+        artifacts, parity = report.pop("artifacts"), report.pop("parity")
+        parity["auto_exclude"] = report
+    if not parity["passed"]:
+        tried = parity.get("auto_exclude")
+        if tried:
+            counts = ", ".join(
+                f"{t['kept_float']} float: {'pass' if t['passed'] else t['failures'][0]}" for t in tried["tries"]
+            )
+            parity["failures"].append(f"--auto-exclude tried {len(tried['tries'])} builds ({counts})")
+        raise ParityError(
+            f"parity gate failed for {request.model} ({request.target}, {request.precision}): "
+            f"{'; '.join(parity['failures'])}. Nothing was written. "
+            + (
+                "Try --auto-exclude to keep the most sensitive nodes in float, or relax a rung with --gate RUNG=VALUE."
+                if request.precision == "int8"
+                else "Report this with the command line; --gate RUNG=VALUE (or --tolerance for fp32) changes the gate."
+            )
+        )
 
-    return {
+    manifest: dict[str, Any] = {
         "format": bundle_format.FORMAT,
         "format_version": bundle_format.FORMAT_VERSION,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -206,20 +300,7 @@ def _write_bundle(request: ExportRequest, folder: Path) -> dict[str, Any]:
             "macs": count_macs(model, request.input_size),
             "macs_input_size": list(request.input_size),
         },
-        "input": {
-            "name": INPUT_NAME,
-            "shape": graph_shape(proto.graph.input[0]),
-            "example_size": list(request.input_size),
-            "size_multiple": spec.input_multiple,
-            "resize": _resize_policy(request, spec.input_multiple),
-            "layout": "NCHW",
-            "dtype": "float32",
-            "color": "RGB",
-            "pixel_range": [0, 255],
-            "normalization": "(pixel - mean) / std",
-            "mean": list(spec.mean),
-            "std": list(spec.std),
-        },
+        "input": input_entry,
         "output": {
             "name": OUTPUT_NAME,
             "shape": graph_shape(proto.graph.output[0]),
@@ -245,9 +326,14 @@ def _write_bundle(request: ExportRequest, folder: Path) -> dict[str, Any]:
             "seconds": round(export_seconds, 2),
             "nodes": len(proto.graph.node),
             "ops": op_histogram(proto),
+            "precision": {"precision": request.precision, **artifacts.details},
+            "calibration": calibration.description if calibration else None,
         },
         "parity": parity,
     }
+    if request.target == "tensorrt":
+        manifest["tensorrt"] = _tensorrt_entry(folder / artifacts.artifacts["tensorrt"], request, input_entry["shape"])
+    return manifest
 
 
 def export_bundle(request: ExportRequest) -> Path:
@@ -261,7 +347,8 @@ def export_bundle(request: ExportRequest) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        manifest = _write_bundle(request, staging)
+        with tempfile.TemporaryDirectory(prefix="edgeseg-export-") as scratch:
+            manifest = _write_bundle(request, staging, Path(scratch))
         bundle_format.write_manifest(staging, manifest)
         if out.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))

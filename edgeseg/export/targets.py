@@ -1,16 +1,56 @@
-"""Target artifacts built from the portable ``model.onnx``."""
+"""Target artifacts built from the portable ``model.onnx``, at each precision a target supports."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnx
+
 ONNX_FILE = "model.onnx"
 ORT_FILE = "model.ort.onnx"
+FP16_FILE = "model.fp16.onnx"
+INT8_FILE = "model.int8.onnx"
 OPENVINO_FILE = "model.xml"
-# OpenVINO on AVX512-BF16/AMX CPUs infers in bf16 unless told otherwise; fp32 bundles pin f32.
-OPENVINO_FP32_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
+OPENVINO_WEIGHTS = "model.bin"
+# OpenVINO on AVX512-BF16/AMX CPUs infers in bf16 unless told otherwise, so every bundle states its hint.
+# int8 runs the ops NNCF left in float in bf16 (where the CPU has it; f32 elsewhere): parity is measured
+# with bf16, the less accurate case.
+OPENVINO_HINTS = {"fp32": "f32", "fp16": "f32", "bf16": "bf16", "int8": "bf16"}
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+SUPPORTED = {
+    "onnx": ("fp32",),
+    "onnxruntime": ("fp32", "fp16", "int8"),
+    "openvino": ("fp32", "fp16", "bf16", "int8"),
+    "tensorrt": ("fp32", "fp16", "int8"),
+}
+UNSUPPORTED_BECAUSE = {
+    "onnx": "the onnx target is the portable fp32 graph; use --target onnxruntime, openvino or tensorrt",
+    "onnxruntime": "ONNX Runtime's CPU provider has no bf16 kernels (a bf16 graph fails to load with 'Could not "
+    "find an implementation'); use --target openvino --precision bf16, or fp16",
+    "tensorrt": "edgeseg writes fp16 and int8 graphs for TensorRT; use --precision fp16",
+}
+
+
+def check_precision(target: str, precision: str) -> None:
+    """Raise ValueError, saying why and what to use instead, when ``target`` cannot take ``precision``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision not in SUPPORTED[target]:
+        raise ValueError(f"--target {target} does not support --precision {precision}: {UNSUPPORTED_BECAUSE[target]}")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How to build a target: the precision, calibration inputs for int8, nodes to keep in float."""
+
+    precision: str = "fp32"
+    calibration: tuple[np.ndarray, ...] = ()
+    keep_float: tuple[str, ...] = ()
 
 
 @dataclass
@@ -20,37 +60,102 @@ class TargetArtifacts:
     files: list[str]
     artifacts: dict[str, str]
     runtime_config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
 
 
-def build_onnxruntime(folder: Path) -> TargetArtifacts:
+def _ort_optimized(source: Path, destination: Path) -> None:
     """ONNX Runtime's optimised graph, saved at the extended level (portable across CPUs, no NCHWc)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    options.optimized_model_filepath = str(folder / ORT_FILE)
-    ort.InferenceSession(str(folder / ONNX_FILE), options, providers=["CPUExecutionProvider"])
-    return TargetArtifacts([ONNX_FILE, ORT_FILE], {"onnx": ONNX_FILE, "onnxruntime": ORT_FILE})
+    options.optimized_model_filepath = str(destination)
+    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
 
 
-def build_openvino(folder: Path) -> TargetArtifacts:
-    """OpenVINO IR with fp32 weights (``save_model`` would compress them to fp16 by default)."""
+def _fp16_graph(folder: Path) -> dict[str, Any]:
+    from edgeseg.export.fp16 import FP32_OPS, float16_nodes, to_fp16
+
+    converted = to_fp16(onnx.load(str(folder / ONNX_FILE)))
+    onnx.save(converted, str(folder / FP16_FILE))
+    half, total = float16_nodes(converted)
+    return {"fp16_nodes": half, "compute_nodes": total, "kept_fp32_ops": list(FP32_OPS), "io": "float32"}
+
+
+def _int8_graph(folder: Path, options: BuildOptions, scheme: str) -> dict[str, Any]:
+    from edgeseg.export.quantize import quantize_onnx
+
+    quantize_onnx(folder / ONNX_FILE, folder / INT8_FILE, options.calibration, scheme, options.keep_float)
+    ops = [n.op_type for n in onnx.load(str(folder / INT8_FILE)).graph.node]
+    return {
+        "scheme": scheme,
+        "calibration_images": len(options.calibration),
+        "quantize_nodes": ops.count("QuantizeLinear"),
+        "dequantize_nodes": ops.count("DequantizeLinear"),
+        "kept_float": list(options.keep_float),
+    }
+
+
+def build_onnxruntime(folder: Path, options: BuildOptions) -> TargetArtifacts:
+    """fp32: ORT's optimised graph; fp16: a float16 graph; int8: u8s8 Q/DQ, per-channel weights."""
+    if options.precision == "fp16":
+        details, artifact = _fp16_graph(folder), FP16_FILE
+    elif options.precision == "int8":
+        details, artifact = _int8_graph(folder, options, "onnxruntime"), INT8_FILE
+    else:
+        _ort_optimized(folder / ONNX_FILE, folder / ORT_FILE)
+        details, artifact = {}, ORT_FILE
+    return TargetArtifacts([ONNX_FILE, artifact], {"onnx": ONNX_FILE, "onnxruntime": artifact}, details=details)
+
+
+def build_openvino(folder: Path, options: BuildOptions) -> TargetArtifacts:
+    """OpenVINO IR: fp32 weights (fp16 for ``fp16``), NNCF int8 for ``int8``; the precision hint it ran with."""
     import openvino as ov
 
-    # read_model, not convert_model: the latter parses its argument like a command line and splits on commas.
-    model = ov.Core().read_model(str(folder / ONNX_FILE))
-    ov.save_model(model, str(folder / OPENVINO_FILE), compress_to_fp16=False)
+    details: dict[str, Any] = {}
+    if options.precision == "int8":
+        from edgeseg.export.quantize import quantize_openvino
+
+        model = quantize_openvino(folder / ONNX_FILE, options.calibration, options.keep_float)
+        details = {
+            "quantizer": "nncf.quantize (post-training, default preset)",
+            "calibration_images": len(options.calibration),
+            "fake_quantize_nodes": sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops()),
+            "kept_float": list(options.keep_float),
+        }
+    else:
+        # read_model, not convert_model: the latter parses its argument like a command line and splits on commas.
+        model = ov.Core().read_model(str(folder / ONNX_FILE))
+    ov.save_model(model, str(folder / OPENVINO_FILE), compress_to_fp16=options.precision == "fp16")
+    details["weights"] = "float16" if options.precision == "fp16" else "float32"
     return TargetArtifacts(
-        [ONNX_FILE, OPENVINO_FILE, "model.bin"],
+        [ONNX_FILE, OPENVINO_FILE, OPENVINO_WEIGHTS],
         {"onnx": ONNX_FILE, "openvino": OPENVINO_FILE},
-        {"openvino": dict(OPENVINO_FP32_CONFIG)},
+        {"openvino": {"INFERENCE_PRECISION_HINT": OPENVINO_HINTS[options.precision]}},
+        details,
     )
 
 
-def build_onnx(folder: Path) -> TargetArtifacts:
+def build_tensorrt(folder: Path, options: BuildOptions) -> TargetArtifacts:
+    """The graph TensorRT builds its engine from, with the precision inside it (TensorRT 11 is strongly typed)."""
+    if options.precision == "fp16":
+        details, artifact = _fp16_graph(folder), FP16_FILE
+    elif options.precision == "int8":
+        details, artifact = _int8_graph(folder, options, "tensorrt"), INT8_FILE
+    else:
+        details, artifact = {}, ONNX_FILE
+    return TargetArtifacts(sorted({ONNX_FILE, artifact}), {"onnx": ONNX_FILE, "tensorrt": artifact}, details=details)
+
+
+def build_onnx(folder: Path, options: BuildOptions) -> TargetArtifacts:
     """The portable graph alone."""
-    del folder
+    del folder, options
     return TargetArtifacts([ONNX_FILE], {"onnx": ONNX_FILE})
 
 
-BUILDERS = {"onnx": build_onnx, "onnxruntime": build_onnxruntime, "openvino": build_openvino}
+BUILDERS: dict[str, Callable[[Path, BuildOptions], TargetArtifacts]] = {
+    "onnx": build_onnx,
+    "onnxruntime": build_onnxruntime,
+    "openvino": build_openvino,
+    "tensorrt": build_tensorrt,
+}

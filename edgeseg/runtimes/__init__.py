@@ -20,6 +20,7 @@ __all__ = ["BACKENDS", "BackendUnavailableError", "Runner", "available_backends"
 _RUNNERS: dict[str, tuple[str, str, str]] = {
     "onnxruntime": ("edgeseg.runtimes.onnxruntime", "OnnxRuntimeRunner", "onnxruntime"),
     "openvino": ("edgeseg.runtimes.openvino", "OpenVINORunner", "openvino"),
+    "tensorrt": ("edgeseg.runtimes.tensorrt", "TensorRTRunner", "tensorrt"),
 }
 BACKENDS: tuple[str, ...] = tuple(_RUNNERS)
 

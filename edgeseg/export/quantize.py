@@ -1,0 +1,101 @@
+"""int8 post-training quantization, calibrated on real images.
+
+Two Q/DQ recipes for ONNX and NNCF for OpenVINO:
+
+- ``onnxruntime``: uint8 activations (asymmetric) × int8 per-channel weights, the fast u8s8 path of ONNX
+  Runtime's x86 kernels (VNNI).
+- ``tensorrt``: int8 activations and weights, both symmetric (every zero-point 0), biases left in float,
+  Q/DQ only on the inputs of Conv/MatMul/Gemm: what TensorRT's parser accepts, strongly typed (11.x) or not.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeseg.export.onnx_graph import INPUT_NAME
+
+SCHEMES = ("onnxruntime", "tensorrt")
+TENSORRT_QUANTIZED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
+
+
+def quantized_op_types(scheme: str) -> set[str]:
+    """Op types a scheme quantizes (ONNX Runtime's default: every op it has a QLinear or Q/DQ rule for)."""
+    if scheme == "tensorrt":
+        return set(TENSORRT_QUANTIZED_OPS)
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return set(QDQRegistry) | set(QLinearOpsRegistry)
+
+
+class _Reader:
+    """ONNX Runtime's CalibrationDataReader protocol over a list of model inputs."""
+
+    def __init__(self, inputs: Sequence[np.ndarray]) -> None:
+        self._items = iter([{INPUT_NAME: x} for x in inputs])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._items, None)
+
+
+def quantize_onnx(
+    source: Path, destination: Path, calibration: Sequence[np.ndarray], scheme: str, exclude: Sequence[str] = ()
+) -> Path:
+    """Write the Q/DQ int8 graph of ``source`` to ``destination``; ``exclude`` names nodes kept in float."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown int8 scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+    if not calibration:
+        raise ValueError("int8 quantization needs calibration images; pass --calib DIR")
+    options: dict[str, Any] = {
+        "quant_format": QuantFormat.QDQ,
+        "per_channel": True,
+        "weight_type": QuantType.QInt8,
+        "calibrate_method": CalibrationMethod.MinMax,
+        "nodes_to_exclude": list(exclude),
+    }
+    if scheme == "onnxruntime":
+        options["activation_type"] = QuantType.QUInt8
+    else:
+        options["activation_type"] = QuantType.QInt8
+        options["op_types_to_quantize"] = TENSORRT_QUANTIZED_OPS
+        options["extra_options"] = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
+    with tempfile.TemporaryDirectory() as scratch:
+        prepared = prepare_for_quantization(source, Path(scratch) / "prepared.onnx")
+        quantize_static(str(prepared), str(destination), _Reader(calibration), **options)
+    return destination
+
+
+def prepare_for_quantization(source: Path, destination: Path) -> Path:
+    """ONNX Runtime's quantization pre-processing (shape inference, constant folding, fusions)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(source), str(destination), skip_symbolic_shape=True)
+    return destination
+
+
+def quantize_openvino(
+    source: Path, calibration: Sequence[np.ndarray], ignored: Sequence[str] = (), transformer: bool = False
+) -> Any:
+    """NNCF post-training quantization of the ONNX graph at ``source``; returns the int8 ``openvino.Model``.
+
+    ``ignored`` names OpenVINO operations kept in float; ``transformer`` selects NNCF's transformer recipe
+    (MatMul-aware, for attention models).
+    """
+    import nncf
+    import openvino as ov
+
+    if not calibration:
+        raise ValueError("int8 quantization needs calibration images; pass --calib DIR")
+    model = ov.Core().read_model(str(source))
+    options: dict[str, Any] = {"subset_size": len(calibration)}
+    if ignored:
+        options["ignored_scope"] = nncf.IgnoredScope(names=list(ignored), validate=False)
+    if transformer:
+        options["model_type"] = nncf.ModelType.TRANSFORMER
+    return nncf.quantize(model, nncf.Dataset(list(calibration)), **options)

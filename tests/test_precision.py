@@ -1,0 +1,188 @@
+"""Lower precision: fp16 graphs, int8 Q/DQ and NNCF, bf16 hints, the gated parity ladder and --auto-exclude."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+
+from edgeseg.bundle import read_bundle
+from edgeseg.export import ExportRequest, export_bundle
+from edgeseg.export.fp16 import FP32_OPS, float16_nodes, to_fp16
+from edgeseg.export.lint import lint_onnx
+from edgeseg.export.quantize import quantize_onnx
+from edgeseg.export.sensitivity import rank_onnx
+from edgeseg.runtime import load
+
+pytestmark = pytest.mark.slow
+
+SIZE = (64, 64)
+
+
+@pytest.fixture(scope="module")
+def random_export(tmp_path_factory):
+    """Export afformer-tiny with random weights for (target, precision), once per module."""
+    root = tmp_path_factory.mktemp("precision")
+    made: dict[tuple[str, str], Path] = {}
+
+    def make(target: str, precision: str) -> Path:
+        if (target, precision) not in made:
+            out = root / f"{target}-{precision}"
+            export_bundle(
+                ExportRequest(
+                    model="afformer-tiny",
+                    out=out,
+                    target=target,
+                    precision=precision,
+                    input_size=SIZE,
+                    num_classes=6,
+                    calib_count=8,
+                    parity_count=4,
+                )
+            )
+            made[(target, precision)] = out
+        return made[(target, precision)]
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def float_graph(random_export) -> Path:
+    return random_export("onnx", "fp32") / "model.onnx"
+
+
+def calibration(count: int = 4) -> list[np.ndarray]:
+    rng = np.random.default_rng(3)
+    return [rng.standard_normal((1, 3, *SIZE), dtype=np.float32) for _ in range(count)]
+
+
+def run(path: Path, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"input": x})[0]
+
+
+def initializer(model: onnx.ModelProto, name: str) -> np.ndarray:
+    return next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == name)
+
+
+def test_fp16_graph_keeps_float32_io_and_statistics(float_graph):
+    converted = to_fp16(onnx.load(str(float_graph)))
+    assert converted.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert converted.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    half, total = float16_nodes(converted)
+    assert 0.5 * total < half < total  # most of the graph is fp16, but not the blocked ops
+    inferred = onnx.shape_inference.infer_shapes(converted)
+    types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    kept = [n for n in inferred.graph.node if n.op_type in FP32_OPS]
+    assert kept and all(types.get(n.output[0], onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT for n in kept)
+    x = calibration(1)[0]
+    reference = run(float_graph, x)
+    path = float_graph.parent / "fp16-test.onnx"
+    onnx.save(converted, str(path))
+    difference = np.abs(run(path, x) - reference).max()
+    assert 0 < difference < 0.05 * np.abs(reference).max()
+
+
+def test_tensorrt_int8_is_symmetric_and_lints_clean(float_graph, tmp_path):
+    out = quantize_onnx(float_graph, tmp_path / "trt.onnx", calibration(), "tensorrt")
+    model = onnx.load(str(out))
+    quantize = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    dequantize = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    assert quantize and dequantize
+    for node in (*quantize, *dequantize):
+        zero_point = initializer(model, node.input[2])
+        assert zero_point.dtype == np.int8 and not zero_point.any()
+    assert not [f for f in lint_onnx(model, "tensorrt") if f.severity == "error"]
+
+
+def test_onnxruntime_int8_uses_uint8_activations_and_fails_tensorrt_lint(float_graph, tmp_path):
+    out = quantize_onnx(float_graph, tmp_path / "ort.onnx", calibration(), "onnxruntime")
+    model = onnx.load(str(out))
+    zero_points = [initializer(model, n.input[2]) for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert any(z.dtype == np.uint8 for z in zero_points)
+    assert {f.rule for f in lint_onnx(model, "tensorrt") if f.severity == "error"}
+    x = calibration(1)[0]
+    assert np.abs(run(out, x) - run(float_graph, x)).max() < 1.0
+
+
+def test_sensitivity_ranks_quantized_nodes_and_exclusion_keeps_them_float(float_graph, tmp_path):
+    quantized = quantize_onnx(float_graph, tmp_path / "q.onnx", calibration(), "tensorrt")
+    ranking = rank_onnx(float_graph, quantized, calibration(2), "tensorrt")
+    assert ranking and all(a.drop_db >= b.drop_db for a, b in itertools.pairwise(ranking))
+    assert {n.op for n in ranking} <= {"Conv", "MatMul", "Gemm", "ConvTranspose"}
+    worst = ranking[0].name
+    kept = onnx.load(str(quantize_onnx(float_graph, tmp_path / "k.onnx", calibration(), "tensorrt", [worst])))
+    dequantized = {n.output[0] for n in kept.graph.node if n.op_type == "DequantizeLinear"}
+    node = next(n for n in kept.graph.node if n.name == worst)
+    assert not any(i in dequantized for i in node.input)
+
+
+@pytest.mark.parametrize(
+    ("target", "precision", "artifact", "hint"),
+    [
+        ("onnxruntime", "fp16", "model.fp16.onnx", None),
+        ("onnxruntime", "int8", "model.int8.onnx", None),
+        ("openvino", "fp16", "model.xml", "f32"),
+        ("openvino", "bf16", "model.xml", "bf16"),
+        ("openvino", "int8", "model.xml", "bf16"),
+        ("tensorrt", "fp16", "model.fp16.onnx", None),
+        ("tensorrt", "int8", "model.int8.onnx", None),
+    ],
+)
+def test_precision_bundles_report_the_ladder_and_run(random_export, target, precision, artifact, hint):
+    bundle = read_bundle(random_export(target, precision))
+    bundle.verify()
+    manifest = bundle.manifest
+    assert manifest["precision"] == precision and manifest["artifacts"][target] == artifact
+    parity = manifest["parity"]
+    assert parity["passed"] and not parity["gated"] and "random weights" in parity["note"]
+    result = parity["results"][target]
+    assert result["precision"] == precision and result["gates"] == {}  # random weights: reported, not gated
+    ladder = result["ladder"]
+    assert ladder["images"] == 4 and 0 < ladder["agreement"] <= 1 and ladder["cosine"] > 0.9
+    assert parity["results"]["onnx"]["gates"] == {"max_abs": 1e-4}  # the fp32 graph stays gated
+    if hint:
+        assert manifest["runtime_config"]["openvino"] == {"INFERENCE_PRECISION_HINT": hint}
+    if target != "tensorrt":
+        segmenter = load(bundle.path)
+        labels = segmenter.predict(np.zeros((40, 50, 3), np.uint8))
+        assert labels.shape == (40, 50)
+
+
+def test_openvino_int8_and_fp16_artifacts(random_export):
+    fp32_weights = 4 * read_bundle(random_export("openvino", "bf16")).manifest["model"]["params"]
+    fp16 = read_bundle(random_export("openvino", "fp16")).manifest
+    assert fp16["files"]["model.bin"]["bytes"] < 0.6 * fp32_weights
+    int8 = read_bundle(random_export("openvino", "int8")).manifest
+    assert int8["export"]["precision"]["fake_quantize_nodes"] > 10
+    assert int8["export"]["calibration"].startswith("8 images of a synthetic set")
+
+
+def test_tensorrt_bundle_carries_commands_and_says_the_engine_is_unverified(random_export):
+    manifest = read_bundle(random_export("tensorrt", "int8")).manifest
+    section = manifest["tensorrt"]
+    assert section["graph"] == "model.int8.onnx" and section["engine_build"].startswith("UNVERIFIED")
+    assert section["lint"]["errors"] == 0
+    commands = " ".join(section["trtexec"].values())
+    assert "model.int8.onnx" in commands and "--saveEngine" in commands
+    assert manifest["parity"]["results"]["tensorrt"]["run_with"] == "onnxruntime"
+    assert "TensorRT is not installed" in manifest["parity"]["proxies"]["tensorrt"]
+
+
+@pytest.mark.parametrize(
+    ("target", "precision", "reason"),
+    [("onnxruntime", "bf16", "no bf16 kernels"), ("onnx", "int8", "portable fp32"), ("tensorrt", "bf16", "fp16")],
+)
+def test_unsupported_precisions_say_why(tmp_path, target, precision, reason):
+    with pytest.raises(ValueError, match=reason):
+        export_bundle(ExportRequest(model="afformer-tiny", out=tmp_path / "b", target=target, precision=precision))
+
+
+def test_auto_exclude_needs_int8(tmp_path):
+    with pytest.raises(ValueError, match="--precision int8"):
+        export_bundle(ExportRequest(model="afformer-tiny", out=tmp_path / "b", precision="fp16", auto_exclude=True))
