@@ -127,8 +127,14 @@ class Bundle:
         return BACKEND_OF_TARGET[self.target]
 
     def artifact(self, backend: str) -> Path:
-        """The file ``backend`` should load: its own artifact, else the portable ONNX graph."""
+        """The file ``backend`` should load: its own artifact, else the portable ONNX graph.
+
+        ONNX Runtime runs a ``tensorrt`` bundle's own graph (fp16 or Q/DQ int8 ONNX), as the exporter's
+        parity check did where TensorRT is not installed.
+        """
         artifacts = self.manifest["artifacts"]
+        if backend == "onnxruntime" and backend not in artifacts and "tensorrt" in artifacts:
+            return self.path / artifacts["tensorrt"]
         return self.path / artifacts.get(backend, artifacts["onnx"])
 
     def runtime_config(self, backend: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The ``edgeseg`` command line: models, export, lint, predict, eval, bench.
+"""The ``edgeseg`` command line: models, data, train, export, lint, convert-checkpoint, predict, eval, bench.
 
 Heavy packages are imported inside each command, so ``predict``, ``eval`` and ``bench`` never import torch.
 """

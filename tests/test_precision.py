@@ -12,12 +12,13 @@ import pytest
 from onnx import numpy_helper
 
 from edgeseg.bundle import read_bundle
-from edgeseg.export import ExportRequest, export_bundle
+from edgeseg.export import ExportRequest, ParityError, export_bundle
 from edgeseg.export.fp16 import FP32_OPS, float16_nodes, to_fp16
 from edgeseg.export.lint import lint_onnx
 from edgeseg.export.quantize import quantize_onnx
 from edgeseg.export.sensitivity import rank_onnx
 from edgeseg.runtime import load
+from edgeseg.runtimes import BackendUnavailableError
 
 pytestmark = pytest.mark.slow
 
@@ -172,6 +173,10 @@ def test_tensorrt_bundle_carries_commands_and_says_the_engine_is_unverified(rand
     assert "model.int8.onnx" in commands and "--saveEngine" in commands
     assert manifest["parity"]["results"]["tensorrt"]["run_with"] == "onnxruntime"
     assert "TensorRT is not installed" in manifest["parity"]["proxies"]["tensorrt"]
+    with pytest.raises(BackendUnavailableError, match="pip install"):
+        load(random_export("tensorrt", "int8"))
+    proxy = load(random_export("tensorrt", "int8"), backend="onnxruntime")  # runs the Q/DQ graph itself
+    assert proxy.runner.path.name == "model.int8.onnx"
 
 
 @pytest.mark.parametrize(
@@ -186,3 +191,70 @@ def test_unsupported_precisions_say_why(tmp_path, target, precision, reason):
 def test_auto_exclude_needs_int8(tmp_path):
     with pytest.raises(ValueError, match="--precision int8"):
         export_bundle(ExportRequest(model="afformer-tiny", out=tmp_path / "b", precision="fp16", auto_exclude=True))
+
+
+# ---- gated: a model that has learnt something (tests/conftest.py: trained_afformer) ----------------------
+
+
+def trained_request(trained_afformer, out: Path, target: str, precision: str, **extra) -> ExportRequest:
+    checkpoint, data, _ = trained_afformer
+    return ExportRequest(
+        model="afformer-tiny",
+        out=out,
+        target=target,
+        precision=precision,
+        input_size=(128, 128),
+        num_classes=6,
+        checkpoint=checkpoint,
+        calib=data,
+        calib_count=16,
+        parity_data=data,
+        **extra,
+    )
+
+
+@pytest.mark.parametrize(("target", "precision"), [("openvino", "bf16"), ("onnxruntime", "int8")])
+def test_trained_model_is_gated_on_labelled_images(trained_afformer, tmp_path, target, precision):
+    out = export_bundle(trained_request(trained_afformer, tmp_path / "b", target, precision, gates={"agreement": 0.9}))
+    parity = read_bundle(out).manifest["parity"]
+    assert parity["gated"] and parity["note"] is None and parity["passed"]
+    result = parity["results"][target]
+    assert result["gates"]["agreement"] == 0.9
+    ladder = result["ladder"]
+    assert ladder["images"] == 8 and 0.9 <= ladder["agreement"] < 1.0
+    assert ladder["miou_reference"] > 0.4 and "miou_drop" in ladder and "boundary_f" in ladder
+    if precision == "int8":
+        assert result["gates"]["miou_drop"] == 1.0
+        assert ladder["miou_drop"] <= 1.0
+
+
+def test_failing_rung_is_named_and_nothing_is_written(trained_afformer, tmp_path):
+    request = trained_request(trained_afformer, tmp_path / "b", "onnxruntime", "int8", gates={"sqnr_db": 99.0})
+    with pytest.raises(ParityError, match=r"onnxruntime: sqnr_db [\d.]+ < 99.*lose the most SQNR.*dB.*--auto-exclude"):
+        export_bundle(request)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_auto_exclude_keeps_the_fewest_nodes_in_float(trained_afformer, tmp_path):
+    # An SQNR gate above what full int8 reaches but below fp32: some nodes must stay float.
+    full = export_bundle(trained_request(trained_afformer, tmp_path / "full", "tensorrt", "int8"))
+    sqnr = read_bundle(full).manifest["parity"]["results"]["tensorrt"]["ladder"]["sqnr_db"]
+    request = trained_request(
+        trained_afformer, tmp_path / "b", "tensorrt", "int8", gates={"sqnr_db": sqnr + 1.0}, auto_exclude=True
+    )
+    parity = read_bundle(export_bundle(request)).manifest["parity"]
+    report = parity["auto_exclude"]
+    assert report["passed"] and parity["passed"]
+    kept = report["kept_float"]
+    assert kept and parity["results"]["tensorrt"]["ladder"]["sqnr_db"] >= sqnr + 1.0
+    # The fewest: one node less fails (it was tried), and the kept nodes really are float.
+    assert any(t["kept_float"] == len(kept) - 1 and not t["passed"] for t in report["tries"])
+    graph = onnx.load(str(tmp_path / "b" / "model.int8.onnx"))
+    weights = {t.name for t in graph.graph.initializer}
+    quantized_weights = {
+        n.output[0] for n in graph.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights
+    }
+    kept_nodes = [n for n in graph.graph.node if n.name in kept]
+    assert len(kept_nodes) == len(kept)
+    assert not any(i in quantized_weights for n in kept_nodes for i in n.input)
+    assert report["worst_nodes"][0]["drop_db"] >= report["worst_nodes"][-1]["drop_db"]

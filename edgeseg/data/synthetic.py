@@ -31,6 +31,7 @@ from edgeseg.data.dataset import (
     SegmentationSet,
     open_dataset,
 )
+from edgeseg.files import replace_folder
 from edgeseg.image_io import _pillow, palette
 from edgeseg.imaging import resize_bilinear
 
@@ -331,17 +332,6 @@ def _index(count: int, size: tuple[int, int], seed: int, val_fraction: float, sp
     }
 
 
-def _replace(staging: Path, out: Path) -> None:
-    """Move the finished ``staging`` folder to ``out``, replacing what was there."""
-    if out.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        out.rename(retired / out.name)
-        staging.rename(out)
-        shutil.rmtree(retired)
-    else:
-        staging.rename(out)
-
-
 def generate_synthetic(
     out: Path,
     count: int,
@@ -371,7 +361,7 @@ def generate_synthetic(
             pixels += np.bincount(labels.ravel(), minlength=len(CLASSES))
         index_data = _index(count, size, seed, val_fraction, split_stems(stems, val_fraction), pixels)
         (staging / INDEX_FILE).write_text(json.dumps(index_data, indent=1) + "\n")
-        _replace(staging, out)
+        replace_folder(staging, out)
     finally:
         if staging.exists():
             shutil.rmtree(staging)

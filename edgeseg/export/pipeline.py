@@ -31,8 +31,9 @@ from edgeseg.export.onnx_graph import (
     simplify,
 )
 from edgeseg.export.parity import ArtifactCheck, ParityError, random_inputs_at
-from edgeseg.export.sensitivity import auto_exclude
+from edgeseg.export.sensitivity import auto_exclude, rank_nodes
 from edgeseg.export.targets import BUILDERS, ONNX_FILE, BuildOptions, check_precision
+from edgeseg.files import replace_folder
 from edgeseg.ladder import gates_for
 from edgeseg.models import count_macs, count_params, create, get_spec, list_models
 from edgeseg.models.fusion import fuse_model
@@ -225,6 +226,29 @@ def _build(request: ExportRequest, folder: Path, options: BuildOptions, check: A
     return artifacts, check(artifacts)
 
 
+def _failure_message(request: ExportRequest, folder: Path, options: BuildOptions, parity: dict[str, Any]) -> str:
+    """Which rungs failed, and for int8 the nodes that lose the most SQNR (or what --auto-exclude tried)."""
+    failures = list(parity["failures"])
+    tried = parity.get("auto_exclude")
+    if tried:
+        counts = ", ".join(
+            f"{t['kept_float']} float: {'pass' if t['passed'] else t['failures'][0]}" for t in tried["tries"]
+        )
+        failures.append(f"--auto-exclude tried {len(tried['tries'])} builds ({counts})")
+        hint = "relax a rung with --gate RUNG=VALUE, or calibrate on images closer to the deployment (--calib)."
+    elif request.precision == "int8":
+        worst = rank_nodes(request.target, folder, options.calibration[:2])[:5]
+        listed = ", ".join(f"{n.name} ({n.op}, -{n.drop_db:.1f} dB)" for n in worst)
+        failures.append(f"the quantized nodes that lose the most SQNR against fp32: {listed}")
+        hint = "Try --auto-exclude to keep the most sensitive nodes in float, or relax a rung with --gate RUNG=VALUE."
+    else:
+        hint = "Report this with the command line; --gate RUNG=VALUE (or --tolerance for fp32) changes the gate."
+    return (
+        f"parity gate failed for {request.model} ({request.target}, {request.precision}): "
+        f"{'; '.join(failures)}. Nothing was written. {hint}"
+    )
+
+
 def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> dict[str, Any]:
     """Fill ``folder`` with the bundle's files and return the manifest."""
     spec = get_spec(request.model)
@@ -270,21 +294,7 @@ def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> dict[s
         artifacts, parity = report.pop("artifacts"), report.pop("parity")
         parity["auto_exclude"] = report
     if not parity["passed"]:
-        tried = parity.get("auto_exclude")
-        if tried:
-            counts = ", ".join(
-                f"{t['kept_float']} float: {'pass' if t['passed'] else t['failures'][0]}" for t in tried["tries"]
-            )
-            parity["failures"].append(f"--auto-exclude tried {len(tried['tries'])} builds ({counts})")
-        raise ParityError(
-            f"parity gate failed for {request.model} ({request.target}, {request.precision}): "
-            f"{'; '.join(parity['failures'])}. Nothing was written. "
-            + (
-                "Try --auto-exclude to keep the most sensitive nodes in float, or relax a rung with --gate RUNG=VALUE."
-                if request.precision == "int8"
-                else "Report this with the command line; --gate RUNG=VALUE (or --tolerance for fp32) changes the gate."
-            )
-        )
+        raise ParityError(_failure_message(request, folder, options, parity))
 
     manifest: dict[str, Any] = {
         "format": bundle_format.FORMAT,
@@ -350,13 +360,7 @@ def export_bundle(request: ExportRequest) -> Path:
         with tempfile.TemporaryDirectory(prefix="edgeseg-export-") as scratch:
             manifest = _write_bundle(request, staging, Path(scratch))
         bundle_format.write_manifest(staging, manifest)
-        if out.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            out.rename(retired / out.name)
-            staging.rename(out)
-            shutil.rmtree(retired)
-        else:
-            staging.rename(out)
+        replace_folder(staging, out)
     finally:
         if staging.exists():
             shutil.rmtree(staging)

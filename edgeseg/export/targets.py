@@ -96,15 +96,22 @@ def _int8_graph(folder: Path, options: BuildOptions, scheme: str) -> dict[str, A
     }
 
 
+def _lower_precision_graph(folder: Path, options: BuildOptions, scheme: str) -> tuple[dict[str, Any], str] | None:
+    """(details, file) of the fp16 or int8 (``scheme``) ONNX graph; None for fp32."""
+    if options.precision == "fp16":
+        return _fp16_graph(folder), FP16_FILE
+    if options.precision == "int8":
+        return _int8_graph(folder, options, scheme), INT8_FILE
+    return None
+
+
 def build_onnxruntime(folder: Path, options: BuildOptions) -> TargetArtifacts:
     """fp32: ORT's optimised graph; fp16: a float16 graph; int8: u8s8 Q/DQ, per-channel weights."""
-    if options.precision == "fp16":
-        details, artifact = _fp16_graph(folder), FP16_FILE
-    elif options.precision == "int8":
-        details, artifact = _int8_graph(folder, options, "onnxruntime"), INT8_FILE
-    else:
+    lower = _lower_precision_graph(folder, options, "onnxruntime")
+    if lower is None:
         _ort_optimized(folder / ONNX_FILE, folder / ORT_FILE)
-        details, artifact = {}, ORT_FILE
+        lower = {}, ORT_FILE
+    details, artifact = lower
     return TargetArtifacts([ONNX_FILE, artifact], {"onnx": ONNX_FILE, "onnxruntime": artifact}, details=details)
 
 
@@ -138,12 +145,7 @@ def build_openvino(folder: Path, options: BuildOptions) -> TargetArtifacts:
 
 def build_tensorrt(folder: Path, options: BuildOptions) -> TargetArtifacts:
     """The graph TensorRT builds its engine from, with the precision inside it (TensorRT 11 is strongly typed)."""
-    if options.precision == "fp16":
-        details, artifact = _fp16_graph(folder), FP16_FILE
-    elif options.precision == "int8":
-        details, artifact = _int8_graph(folder, options, "tensorrt"), INT8_FILE
-    else:
-        details, artifact = {}, ONNX_FILE
+    details, artifact = _lower_precision_graph(folder, options, "tensorrt") or ({}, ONNX_FILE)
     return TargetArtifacts(sorted({ONNX_FILE, artifact}), {"onnx": ONNX_FILE, "tensorrt": artifact}, details=details)
 
 
