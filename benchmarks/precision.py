@@ -1,6 +1,6 @@
 """fp32 / fp16 / bf16 / int8 on ONNX Runtime, OpenVINO and TensorRT-ready graphs, on trained models.
 
-    python benchmarks/precision.py --models afformer-tiny [--size 512x512] [--threads 1 2] [--iters 50]
+    python benchmarks/precision.py --models afformer-tiny [--size 512x512] [--threads 1 2] [--iters 50] [--stem NAME]
 
 For each model: make a synthetic set (``edgeseg data synthetic``) and fine-tune on it (``edgeseg train``),
 unless ``benchmarks/work`` already holds them; export every target × precision with the checkpoint, the
@@ -171,6 +171,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--iters", type=int, default=50)
     parser.add_argument("--only", nargs="*", help="TARGET:PRECISION builds to run (default: all)")
+    parser.add_argument("--stem", help="results file name without extension (default: precision_<side>)")
     args = parser.parse_args()
 
     data = dataset(args.size, args.count)
@@ -200,7 +201,7 @@ def main() -> int:
             report["rows"].append(row)
             print(json.dumps({k: row.get(k) for k in ("model", "target", "precision", "ok", "seconds")}), flush=True)
     speedups(report["rows"])
-    stem = f"precision_{args.size.split('x')[0]}"
+    stem = args.stem or f"precision_{args.size.split('x')[0]}"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (RESULTS / f"{stem}.md").write_text(to_markdown(report))
