@@ -161,6 +161,14 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join([*lines, *markdown_table(columns, body)]) + "\n"
 
 
+def write(report: dict[str, Any], stem: str) -> None:
+    """results/<stem>.json and .md, with speed-ups against fp32."""
+    speedups(report["rows"])
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (RESULTS / f"{stem}.md").write_text(to_markdown(report))
+
+
 def main() -> int:
     from edgeseg.bench.machine import machine_info
 
@@ -191,6 +199,7 @@ def main() -> int:
 
     report["ceiling_gflops"] = {str(t): matmul_gflops(t) for t in args.threads}
     builds = [b for b in BUILDS if not args.only or f"{b[0]}:{b[1]}" in args.only]
+    stem = args.stem or f"precision_{args.size.split('x')[0]}"
     for model in args.models:
         checkpoint, meta = trained(model, data)
         report["training"][model] = {"data": data.name, **{k: meta.get(k) for k in ("val_miou", "seconds", "steps")}}
@@ -200,11 +209,7 @@ def main() -> int:
             measure(row, data, args.threads, args.iters)
             report["rows"].append(row)
             print(json.dumps({k: row.get(k) for k in ("model", "target", "precision", "ok", "seconds")}), flush=True)
-    speedups(report["rows"])
-    stem = args.stem or f"precision_{args.size.split('x')[0]}"
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (RESULTS / f"{stem}.md").write_text(to_markdown(report))
+        write(report, stem)  # after every model, so a long run keeps what it finished
     print((RESULTS / f"{stem}.md").read_text())
     return 0
 

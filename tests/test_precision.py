@@ -258,3 +258,27 @@ def test_auto_exclude_keeps_the_fewest_nodes_in_float(trained_afformer, tmp_path
     assert len(kept_nodes) == len(kept)
     assert not any(i in quantized_weights for n in kept_nodes for i in n.input)
     assert report["worst_nodes"][0]["drop_db"] >= report["worst_nodes"][-1]["drop_db"]
+
+
+def test_dynamic_tensorrt_bundle_gets_an_optimisation_profile(tmp_path):
+    request = ExportRequest(
+        model="segformer-b0", out=tmp_path / "b", target="tensorrt", precision="fp16", input_size=SIZE, dynamic=True
+    )
+    manifest = read_bundle(export_bundle(request)).manifest
+    assert manifest["input"]["shape"] == [1, 3, None, None]
+    assert set(manifest["parity"]["results"]["tensorrt"]["by_size"]) == {"64x64", "96x64"}
+    command = manifest["tensorrt"]["trtexec"]["tensorrt-11"]
+    assert "--minShapes=input:1x3x64x64" in command and "--maxShapes=input:1x3x128x128" in command
+    assert "--fp16" not in command and "--stronglyTyped" in manifest["tensorrt"]["trtexec"]["tensorrt-10"]
+
+
+def test_fp16_graph_has_one_cast_per_tensor_where_several_fp32_ops_read_it(tmp_path):
+    # CGRSeg feeds one tensor to two ReduceMeans (kept fp32): the converter writes the same Cast twice.
+    export_bundle(ExportRequest(model="cgrseg-t", out=tmp_path / "b", target="onnx", input_size=SIZE))
+    converted = to_fp16(onnx.load(str(tmp_path / "b" / "model.onnx")))
+    outputs = [o for n in converted.graph.node for o in n.output]
+    assert len(outputs) == len(set(outputs))
+    x = calibration(1)[0]
+    onnx.save(converted, str(tmp_path / "fp16.onnx"))
+    reference = run(tmp_path / "b" / "model.onnx", x)
+    assert np.abs(run(tmp_path / "fp16.onnx", x) - reference).max() < 0.05 * np.abs(reference).max()

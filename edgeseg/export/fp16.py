@@ -35,9 +35,28 @@ def to_fp16(model: onnx.ModelProto, keep_fp32_ops: tuple[str, ...] = FP32_OPS) -
         keep_io_types=True,
         op_block_list=sorted({*DEFAULT_OP_BLOCK_LIST, *keep_fp32_ops}),
     )
+    _drop_duplicate_nodes(converted.graph)
     _sort_topologically(converted.graph)
     onnx.checker.check_model(converted)
     return converted
+
+
+def _drop_duplicate_nodes(graph: onnx.GraphProto) -> None:
+    """Remove repeated identical nodes (the converter inserts one Cast per blocked consumer of a tensor)."""
+    seen: dict[str, onnx.NodeProto] = {}
+    keep = []
+    for node in graph.node:
+        first = next((seen[o] for o in node.output if o in seen), None)
+        if first is None:
+            seen.update(dict.fromkeys(node.output, node))
+            keep.append(node)
+        elif first.SerializeToString() != node.SerializeToString():
+            raise ValueError(f"the fp16 graph writes {node.output[0]!r} from two different nodes ({node.name})")
+    copies = [onnx.NodeProto() for _ in keep]
+    for copy, node in zip(copies, keep):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
 
 
 def _sort_topologically(graph: onnx.GraphProto) -> None:

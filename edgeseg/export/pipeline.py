@@ -164,18 +164,14 @@ def _input_entry(request: ExportRequest, proto: onnx.ModelProto) -> dict[str, An
 
 
 def _image_sources(request: ExportRequest, scratch: Path) -> tuple[Path | None, Path]:
-    """(calibration source or None, parity source): the user's folders, else a generated synthetic set."""
+    """(calibration source, for int8 only; parity source): the user's folders, else a generated synthetic set."""
     wants_calibration = request.precision == "int8"
-    needs_synthetic = request.parity_data is None and request.calib is None
-    needs_synthetic = needs_synthetic or (wants_calibration and request.calib is None)
-    synthetic = None
-    if needs_synthetic:
+    calib, parity = request.calib, request.parity_data or request.calib
+    if parity is None or (wants_calibration and calib is None):
         count = 2 * max(request.parity_count, request.calib_count if wants_calibration else 1)
         synthetic = synthetic_source(scratch / "synthetic", request.input_size, count, request.seed)
-    calib = (request.calib or synthetic) if wants_calibration else None
-    parity = request.parity_data or request.calib or synthetic
-    assert parity is not None
-    return calib, parity
+        calib, parity = calib or synthetic, parity or synthetic
+    return (calib if wants_calibration else None), parity
 
 
 def _tensorrt_entry(graph: Path, request: ExportRequest, input_shape: list[int | None]) -> dict[str, Any]:
