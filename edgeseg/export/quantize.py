@@ -87,9 +87,12 @@ def quantize_openvino(
     ``ignored`` names OpenVINO operations kept in float; ``transformer`` selects NNCF's transformer recipe
     (MatMul-aware, for attention models).
     """
-    import nncf
     import openvino as ov
 
+    try:
+        import nncf
+    except ImportError:
+        raise ImportError("OpenVINO int8 export needs NNCF: pip install 'edgeseg[quantize]'") from None
     if not calibration:
         raise ValueError("int8 quantization needs calibration images; pass --calib DIR")
     model = ov.Core().read_model(str(source))
