@@ -18,6 +18,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _write_json(path: str | None, data: object) -> None:
+    """Also write ``data`` as JSON to ``path`` when one was given (``--json``)."""
+    if path:
+        Path(path).write_text(json.dumps(data, indent=2) + "\n")
+        print(f"wrote {path}")
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from edgeseg.models import count_macs, count_params, create, get_spec, list_models
 
@@ -126,9 +133,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.bundle, args.data, split=args.split, backend=args.backend, threads=args.threads, limit=args.limit
     )
     print(format_report(report))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    _write_json(args.json, report)
     return 0
 
 
@@ -160,9 +165,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 )
             )
     print(format_table(records))
-    if args.json:
-        Path(args.json).write_text(json.dumps(records, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    _write_json(args.json, records)
     return 0
 
 
@@ -320,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError, ImportError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"edgeseg {args.command}: error: {message}", file=sys.stderr)
         return 2
