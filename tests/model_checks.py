@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -47,3 +48,14 @@ def run_onnxruntime(proto: onnx.ModelProto, x: torch.Tensor | np.ndarray) -> np.
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     feed = x.numpy() if isinstance(x, torch.Tensor) else x
     return session.run(None, {session.get_inputs()[0].name: feed})[0]
+
+
+def assert_golden_logits_and_features(model: torch.nn.Module, golden: Path, atol: float = 1e-4) -> None:
+    """``model`` reproduces the official ``logits.npy`` and every ``features_<i>.npy`` on ``input.npy``."""
+    x = torch.from_numpy(np.load(golden / "input.npy"))
+    with torch.no_grad():
+        logits = model(x).numpy()
+        features = [f.numpy() for f in model.forward_features(x)]
+    np.testing.assert_allclose(logits, np.load(golden / "logits.npy"), rtol=0, atol=atol)
+    for i, feature in enumerate(features):
+        np.testing.assert_allclose(feature, np.load(golden / f"features_{i}.npy"), rtol=0, atol=atol)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,6 +11,7 @@ from edgeseg.models.checkpoint import CheckpointError, read_state_dict
 from edgeseg.models.fusion import fuse_model
 from edgeseg.models.static_ops import PoolUpsample
 from tests.golden import golden_dir
+from tests.model_checks import assert_golden_logits_and_features
 
 # Official parameter counts (dongbo811/AFFormer, 150 classes, measured on the official code), which include
 # the head's dead `align` block (66,048 parameters) that edgeseg does not build.
@@ -46,13 +46,7 @@ def test_macs_at_512_match_the_published_count():
 
 
 def test_golden_logits_and_features(golden, golden_model):
-    x = torch.from_numpy(np.load(golden / "input.npy"))
-    with torch.no_grad():
-        logits = golden_model(x).numpy()
-        features = [f.numpy() for f in golden_model.forward_features(x)]
-    np.testing.assert_allclose(logits, np.load(golden / "logits.npy"), rtol=0, atol=1e-4)
-    for i, feature in enumerate(features):
-        np.testing.assert_allclose(feature, np.load(golden / f"features_{i}.npy"), rtol=0, atol=1e-4)
+    assert_golden_logits_and_features(golden_model, golden)
 
 
 def test_checkpoint_report_names_ignored_and_shared_keys(golden, golden_model):

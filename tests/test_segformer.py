@@ -11,7 +11,14 @@ import torch
 from edgeseg import models
 from edgeseg.models.checkpoint import CheckpointError, read_state_dict
 from tests.golden import golden_dir
-from tests.model_checks import FORBIDDEN_OPS, assert_fuses_exactly, assert_portable_graph, export_fused, run_onnxruntime
+from tests.model_checks import (
+    FORBIDDEN_OPS,
+    assert_fuses_exactly,
+    assert_golden_logits_and_features,
+    assert_portable_graph,
+    export_fused,
+    run_onnxruntime,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -52,13 +59,7 @@ def test_macs_at_512_match_the_published_count(golden_model):
 
 
 def test_golden_logits_and_features(golden, golden_model):
-    x = torch.from_numpy(np.load(golden / "input.npy"))
-    with torch.no_grad():
-        logits = golden_model(x).numpy()
-        features = [f.numpy() for f in golden_model.forward_features(x)]
-    np.testing.assert_allclose(logits, np.load(golden / "logits.npy"), rtol=0, atol=1e-4)
-    for i, feature in enumerate(features):
-        np.testing.assert_allclose(feature, np.load(golden / f"features_{i}.npy"), rtol=0, atol=1e-4)
+    assert_golden_logits_and_features(golden_model, golden)
 
 
 def test_layernorm_eps_follow_the_nvlabs_code(golden_model):
