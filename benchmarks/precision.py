@@ -97,6 +97,7 @@ def export(model: str, target: str, precision: str, size: str, checkpoint: Path,
         "gates": result["gates"],
         "kept_float": manifest["parity"].get("auto_exclude", {}).get("kept_float", []),
         "precision_details": manifest["export"]["precision"],
+        "encoder_layout": manifest["export"].get("encoder_layout"),
     }
 
 
@@ -137,16 +138,18 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
         "Ladder: against PyTorch fp32 on the val images (8) through the bundle's pre-processing. "
         "val mIoU: `edgeseg eval` on the whole val split. TensorRT rows: graph checked in ONNX Runtime CPU "
-        "(no TensorRT here), no latency.",
+        "(no TensorRT here), no latency. float: nodes the int8 recipe keeps in float + nodes `--auto-exclude` "
+        "kept. layout: the encoder formulation the export chose (AFFormer; – for models with one).",
         "",
     ]
     threads = report["threads"]
     columns = ["model", "target", "precision", "gate", "agreement", "mIoU vs ref", "boundary F", "mIoU drop pt"]
-    columns += ["val mIoU"] + [f"{t} thr ms" for t in threads] + [f"{t} thr ×fp32" for t in threads] + ["float"]
+    columns += ["val mIoU"] + [f"{t} thr ms" for t in threads] + [f"{t} thr ×fp32" for t in threads]
+    columns += ["float: recipe + auto", "layout"]
     body = []
     for r in report["rows"]:
         if not r["ok"]:
-            body.append([r["model"], r["target"], r["precision"], "FAIL: " + r["error"][:160]] + [""] * 8)
+            body.append([r["model"], r["target"], r["precision"], "FAIL: " + r["error"][:160]] + [""] * 9)
             continue
         ladder = r["ladder"]
         body.append(
@@ -155,7 +158,8 @@ def to_markdown(report: dict[str, Any]) -> str:
             + [fmt(ladder.get("miou_drop"), 2), fmt(r.get("eval", {}).get("miou"), 4)]
             + [fmt(r.get("latency", {}).get(str(t), {}).get("mean")) for t in threads]
             + [fmt(r.get("speedup", {}).get(str(t)), 2) for t in threads]
-            + [str(len(r["kept_float"]))]
+            + [f"{len(r['precision_details'].get('recipe_float', []))} + {len(r['kept_float'])}"]
+            + [r.get("encoder_layout") or "–"]
         )
     columns = columns[: len(body[0])] if body else columns
     return "\n".join([*lines, *markdown_table(columns, body)]) + "\n"

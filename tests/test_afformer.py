@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import collections
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from edgeseg import models
+from edgeseg.export.onnx_graph import simplify
 from edgeseg.models.checkpoint import CheckpointError, read_state_dict
 from edgeseg.models.fusion import fuse_model
 from edgeseg.models.static_ops import PoolUpsample
 from tests.golden import golden_dir
-from tests.model_checks import assert_golden_logits_and_features
+from tests.model_checks import assert_golden_logits_and_features, export_fused
 
 # Official parameter counts (dongbo811/AFFormer, 150 classes, measured on the official code), which include
 # the head's dead `align` block (66,048 parameters) that edgeseg does not build.
@@ -47,6 +50,31 @@ def test_macs_at_512_match_the_published_count():
 
 def test_golden_logits_and_features(golden, golden_model):
     assert_golden_logits_and_features(golden_model, golden)
+
+
+def test_channels_layout_gives_the_golden_logits_and_features(golden):
+    model = models.create("afformer-tiny", checkpoint=golden / "checkpoint.pth")
+    model.set_encoder_layout("channels")
+    assert_golden_logits_and_features(model, golden)
+
+
+def test_unknown_encoder_layout_is_refused():
+    with pytest.raises(ValueError, match="tokens, channels"):
+        models.create("afformer-tiny").set_encoder_layout("nhwc")
+
+
+@pytest.mark.parametrize("layout", ["tokens", "channels"])
+def test_exported_encoder_has_last_axis_softmax_and_few_transposes(layout):
+    model = models.create("afformer-tiny")
+    model.set_encoder_layout(layout)
+    graph = simplify(export_fused(model, (128, 128))).graph  # as exported: the weight chunks fold away
+    ops = collections.Counter(n.op_type for n in graph.node)
+    softmax_axes = {a.i for n in graph.node if n.op_type == "Softmax" for a in n.attribute if a.name == "axis"}
+    assert softmax_axes <= {-1, 3} and ops["Softmax"] == 8
+    # channels: two per LayerNorm (16) and the small Vᵀ and contextᵀ of each of the 8 layers, nothing else
+    assert ops["Transpose"] == {"tokens": 88, "channels": 48}[layout]
+    # the low-pass quarters in both; tokens also splits q, k, v
+    assert ops["Split"] == {"tokens": 16, "channels": 8}[layout]
 
 
 def test_checkpoint_report_names_ignored_and_shared_keys(golden, golden_model):
@@ -95,9 +123,11 @@ def test_static_low_pass_equals_adaptive_pool_and_upsample(size, n):
     torch.testing.assert_close(PoolUpsample(size)(x), reference, rtol=0, atol=2e-6)
 
 
+@pytest.mark.parametrize("layout", ["tokens", "channels"])
 @pytest.mark.parametrize("size", [(256, 320), (352, 480)])
-def test_fused_model_matches_eager(golden_model, size):
+def test_fused_model_matches_eager(golden_model, size, layout):
     fused = fuse_model(golden_model)
+    fused.set_encoder_layout(layout)
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         eager_logits, fused_logits = golden_model(x), fused(x)

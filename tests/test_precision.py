@@ -90,7 +90,8 @@ def test_fp16_graph_keeps_float32_io_and_statistics(float_graph):
 
 
 def test_tensorrt_int8_is_symmetric_and_lints_clean(float_graph, tmp_path):
-    out = quantize_onnx(float_graph, tmp_path / "trt.onnx", calibration(), "tensorrt")
+    out = tmp_path / "trt.onnx"
+    assert quantize_onnx(float_graph, out, calibration(), "tensorrt") == []
     model = onnx.load(str(out))
     quantize = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
     dequantize = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
@@ -102,7 +103,8 @@ def test_tensorrt_int8_is_symmetric_and_lints_clean(float_graph, tmp_path):
 
 
 def test_onnxruntime_int8_uses_uint8_activations_and_fails_tensorrt_lint(float_graph, tmp_path):
-    out = quantize_onnx(float_graph, tmp_path / "ort.onnx", calibration(), "onnxruntime")
+    out = tmp_path / "ort.onnx"
+    quantize_onnx(float_graph, out, calibration(), "onnxruntime")
     model = onnx.load(str(out))
     zero_points = [initializer(model, n.input[2]) for n in model.graph.node if n.op_type == "QuantizeLinear"]
     assert any(z.dtype == np.uint8 for z in zero_points)
@@ -111,13 +113,30 @@ def test_onnxruntime_int8_uses_uint8_activations_and_fails_tensorrt_lint(float_g
     assert np.abs(run(out, x) - run(float_graph, x)).max() < 1.0
 
 
+def test_onnxruntime_recipe_keeps_softmax_its_matmuls_and_the_stem_in_float(float_graph, tmp_path):
+    out = tmp_path / "ort.onnx"
+    kept = quantize_onnx(float_graph, out, calibration(), "onnxruntime", ["extra_node"])
+    model = onnx.load(str(out))
+    readers = {i: n for n in model.graph.node for i in n.input}
+    softmaxes = [n for n in model.graph.node if n.op_type == "Softmax"]
+    assert len(softmaxes) == 8
+    for softmax in softmaxes:
+        # no Q after it and no quantized MatMul reading it: ONNX Runtime cannot fuse a QLinearSoftmax
+        consumer = readers[softmax.output[0]]
+        assert consumer.op_type == "MatMul" and {softmax.name, consumer.name} <= set(kept)
+    stem = readers[model.graph.input[0].name]
+    assert stem.op_type == "Conv" and stem.name in kept and kept[-1] == "extra_node"
+
+
 def test_sensitivity_ranks_quantized_nodes_and_exclusion_keeps_them_float(float_graph, tmp_path):
-    quantized = quantize_onnx(float_graph, tmp_path / "q.onnx", calibration(), "tensorrt")
+    quantized = tmp_path / "q.onnx"
+    quantize_onnx(float_graph, quantized, calibration(), "tensorrt")
     ranking = rank_onnx(float_graph, quantized, calibration(2), "tensorrt")
     assert ranking and all(a.drop_db >= b.drop_db for a, b in itertools.pairwise(ranking))
     assert {n.op for n in ranking} <= {"Conv", "MatMul", "Gemm", "ConvTranspose"}
     worst = ranking[0].name
-    kept = onnx.load(str(quantize_onnx(float_graph, tmp_path / "k.onnx", calibration(), "tensorrt", [worst])))
+    quantize_onnx(float_graph, tmp_path / "k.onnx", calibration(), "tensorrt", [worst])
+    kept = onnx.load(str(tmp_path / "k.onnx"))
     dequantized = {n.output[0] for n in kept.graph.node if n.op_type == "DequantizeLinear"}
     node = next(n for n in kept.graph.node if n.name == worst)
     assert not any(i in dequantized for i in node.input)
@@ -149,6 +168,11 @@ def test_precision_bundles_report_the_ladder_and_run(random_export, target, prec
     assert parity["results"]["onnx"]["gates"] == {"max_abs": 1e-4}  # the fp32 graph stays gated
     if hint:
         assert manifest["runtime_config"]["openvino"] == {"INFERENCE_PRECISION_HINT": hint}
+    # AFFormer's encoder: the official token layout only where OpenVINO runs f32 kernels
+    layout = "tokens" if (target, precision) == ("openvino", "fp16") else "channels"
+    assert manifest["export"]["encoder_layout"] == layout
+    transposes = manifest["export"]["ops"]["Transpose"]
+    assert transposes == {"tokens": 88, "channels": 48}[layout]
     if target != "tensorrt":
         segmenter = load(bundle.path)
         labels = segmenter.predict(np.zeros((40, 50, 3), np.uint8))

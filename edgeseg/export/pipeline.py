@@ -32,7 +32,7 @@ from edgeseg.export.onnx_graph import (
 )
 from edgeseg.export.parity import ArtifactCheck, ParityError, random_inputs_at
 from edgeseg.export.sensitivity import auto_exclude, rank_nodes
-from edgeseg.export.targets import BUILDERS, ONNX_FILE, BuildOptions, check_precision
+from edgeseg.export.targets import BUILDERS, ONNX_FILE, BuildOptions, check_precision, encoder_layout
 from edgeseg.files import replace_folder
 from edgeseg.ladder import gates_for
 from edgeseg.models import count_macs, count_params, create, get_spec, list_models
@@ -250,6 +250,10 @@ def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> dict[s
     spec = get_spec(request.model)
     model = _build_model(request)
     fused = fuse_model(model)
+    layout = None
+    if hasattr(fused, "set_encoder_layout"):
+        layout = encoder_layout(request.target, request.precision)
+        fused.set_encoder_layout(layout)
 
     started = time.perf_counter()
     multiple = spec.input_multiple if request.dynamic else None
@@ -328,6 +332,7 @@ def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> dict[s
             "opset": request.opset,
             "simplifier": "onnxslim",
             "fused": "reparameterize(): BatchNorm folded into convs, exact branch merges (see the model's docs)",
+            "encoder_layout": layout,
             "input_size": list(request.input_size),
             "seconds": round(export_seconds, 2),
             "nodes": len(proto.graph.node),

@@ -102,7 +102,7 @@ def rank_onnx(
     float_model: Path, quantized_model: Path, inputs: Sequence[np.ndarray], scheme: str
 ) -> list[NodeSensitivity]:
     """Per-node sensitivity of a Q/DQ graph made by :func:`~edgeseg.export.quantize.quantize_onnx`."""
-    from edgeseg.export.quantize import prepare_for_quantization, quantized_op_types
+    from edgeseg.export.quantize import prepare_for_quantization, quantized_op_types, recipe_float_nodes
 
     with tempfile.TemporaryDirectory() as scratch:
         prepared = onnx.shape_inference.infer_shapes(
@@ -111,8 +111,11 @@ def rank_onnx(
     quantized = onnx.load(str(quantized_model))
     dequantized = {n.output[0] for n in quantized.graph.node if n.op_type == "DequantizeLinear"}
     op_types = quantized_op_types(scheme)
+    kept = set(recipe_float_nodes(prepared, scheme))
     quantized_nodes = {
-        n.name for n in quantized.graph.node if n.op_type in op_types and any(i in dequantized for i in n.input)
+        n.name
+        for n in quantized.graph.node
+        if n.op_type in op_types and n.name not in kept and any(i in dequantized for i in n.input)
     }
     in_both = {o for n in quantized.graph.node for o in n.output}
     tensors = [

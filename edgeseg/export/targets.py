@@ -21,6 +21,12 @@ OPENVINO_WEIGHTS = "model.bin"
 # with bf16, the less accurate case.
 OPENVINO_HINTS = {"fp32": "f32", "fp16": "f32", "bf16": "bf16", "int8": "bf16"}
 
+# Models with two equivalent encoder formulations (AFFormer) export the one measured faster on each build:
+# B×C×H×W ("channels") except for OpenVINO's f32 kernels, whose reorders out of their channels-last
+# layout are slow. AFFormer-tiny, 512², 1 thread, tokens → channels: ONNX Runtime fp32 55 → 43 ms,
+# int8 36 → 31 ms; OpenVINO f32 55 → 75 ms, bf16 34 → 30 ms, int8 32 → 30 ms.
+TOKEN_LAYOUT_BUILDS = {("openvino", "fp32"), ("openvino", "fp16")}
+
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 SUPPORTED = {
     "onnx": ("fp32",),
@@ -42,6 +48,11 @@ def check_precision(target: str, precision: str) -> None:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision not in SUPPORTED[target]:
         raise ValueError(f"--target {target} does not support --precision {precision}: {UNSUPPORTED_BECAUSE[target]}")
+
+
+def encoder_layout(target: str, precision: str) -> str:
+    """The encoder formulation ("tokens" or "channels") a target runs fastest at ``precision``."""
+    return "tokens" if (target, precision) in TOKEN_LAYOUT_BUILDS else "channels"
 
 
 @dataclass(frozen=True)
@@ -85,7 +96,7 @@ def _fp16_graph(folder: Path) -> dict[str, Any]:
 def _int8_graph(folder: Path, options: BuildOptions, scheme: str) -> dict[str, Any]:
     from edgeseg.export.quantize import quantize_onnx
 
-    quantize_onnx(folder / ONNX_FILE, folder / INT8_FILE, options.calibration, scheme, options.keep_float)
+    float_nodes = quantize_onnx(folder / ONNX_FILE, folder / INT8_FILE, options.calibration, scheme, options.keep_float)
     ops = [n.op_type for n in onnx.load(str(folder / INT8_FILE)).graph.node]
     return {
         "scheme": scheme,
@@ -93,6 +104,7 @@ def _int8_graph(folder: Path, options: BuildOptions, scheme: str) -> dict[str, A
         "quantize_nodes": ops.count("QuantizeLinear"),
         "dequantize_nodes": ops.count("DequantizeLinear"),
         "kept_float": list(options.keep_float),
+        "recipe_float": [n for n in float_nodes if n not in options.keep_float],
     }
 
 

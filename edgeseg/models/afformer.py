@@ -6,7 +6,11 @@ change the output:
 
 - The low-pass filter's adaptive average pools (sizes 1, 2, 3, 6) and their bilinear upsampling are
   constant per-axis matrices (:class:`~edgeseg.models.static_ops.PoolUpsample`), exact at any size.
-- The einsums are MatMuls, there are no 5-D tensors and no einops.
+- The einsums are MatMuls, there are no 5-D tensors and no einops. The token softmax of the linear
+  attention reduces the last axis (k is laid out B×h×Ch×N), not a strided one.
+- The encoder has a second, equivalent formulation on B×C×H×W (``set_encoder_layout("channels")``):
+  Linear layers as 1×1 convs, LayerNorm between two transposes, no token-major copies. Export picks
+  the faster one per backend and precision.
 - The encoder's shared ``cpe``/``crpe`` modules are registered once; the checkpoint's repeated copies
   are mapped onto them (and must be identical). The head's dead ``align`` block is not built and its
   checkpoint keys are ignored.
@@ -169,8 +173,24 @@ class FilterModule(nn.Module):
             self.conv_list = nn.ModuleList([merge_depthwise(list(self.conv_list))])
 
 
+def layer_norm_2d(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """LayerNorm over the channels of B×C×H×W: one LayerNormalization between two transposes."""
+    return norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def pointwise(weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """A token-wise Linear (``weight``: out × in) applied to B×C×H×W as a 1×1 convolution."""
+    return F.conv2d(x, weight[:, :, None, None], bias)
+
+
 class FrequencyAttention(nn.Module):
-    """AFF token mixer: linear attention (softmax over tokens on k) plus the shared frequency filter."""
+    """AFF token mixer: linear attention (softmax over tokens on k) plus the shared frequency filter.
+
+    Two exact formulations: on tokens (B×N×C, Linear layers as MatMuls) and on channels (B×C×H×W,
+    Linear layers as 1×1 convs; with channels head-major a reshape gives each head's Ch×N matrices, so
+    ``context = softmax_N(k) @ vᵀ`` and ``attentionᵀ = contextᵀ @ q`` need no token-major copies).
+    In both the softmax reduces the last, contiguous axis.
+    """
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -181,17 +201,31 @@ class FrequencyAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int], crpe: FilterModule) -> torch.Tensor:
+        """x: B×N×C tokens."""
         b, n, c = x.shape
         q, k, v = self.qkv(x).chunk(3, dim=-1)  # each B×N×C, channels head-major
 
-        def heads(t: torch.Tensor) -> torch.Tensor:  # B×N×C → B×h×N×Ch
-            return t.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+        def heads(t: torch.Tensor, *order: int) -> torch.Tensor:  # B×N×C → B×h×(N, Ch in ``order``)
+            return t.reshape(b, n, self.num_heads, self.head_dim).permute(0, 2, *order)
 
-        qh, kh, vh = heads(q), heads(k), heads(v)
-        context = (kh.softmax(dim=2).transpose(-2, -1) @ vh) * self.scale  # B×h×Ch×Ch
-        attention = (qh @ context).transpose(1, 2).reshape(b, n, c)
+        context = (heads(k, 3, 1).softmax(dim=-1) @ heads(v, 1, 3)) * self.scale  # B×h×Ch×Ch
+        attention = (heads(q, 1, 3) @ context).transpose(1, 2).reshape(b, n, c)
         filtered = to_tokens(crpe(to_image(q, size), to_image(v, size)))
         return self.proj(attention + filtered)
+
+    def forward_channels(self, x: torch.Tensor, crpe: FilterModule) -> torch.Tensor:
+        """x: B×C×H×W."""
+        b, c, h, w = x.shape
+        # three 1×1 convs, not one and a channel split (slow on blocked layouts such as OpenVINO's)
+        rows = [slice(i * c, (i + 1) * c) for i in range(3)]
+        q, k, v = (pointwise(self.qkv.weight[r], self.qkv.bias[r], x) for r in rows)
+
+        def heads(t: torch.Tensor) -> torch.Tensor:  # B×C×H×W → B×h×Ch×N
+            return t.reshape(b, self.num_heads, self.head_dim, h * w)
+
+        context = (heads(k).softmax(dim=-1) @ heads(v).transpose(-2, -1)) * self.scale  # B×h×Ch×Ch
+        attention = (context.transpose(-2, -1) @ heads(q)).reshape(b, c, h, w)
+        return pointwise(self.proj.weight, self.proj.bias, attention + crpe(q, v))
 
 
 class Mlp(nn.Module):
@@ -204,8 +238,14 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """x: B×N×C tokens."""
         hidden = to_image(self.fc1(x), size)
         return self.fc2(to_tokens(F.gelu(self.dwconv(hidden))))
+
+    def forward_channels(self, x: torch.Tensor) -> torch.Tensor:
+        """x: B×C×H×W."""
+        hidden = F.gelu(self.dwconv(pointwise(self.fc1.weight, self.fc1.bias, x)))
+        return pointwise(self.fc2.weight, self.fc2.bias, hidden)
 
 
 class EncoderLayer(nn.Module):
@@ -221,21 +261,39 @@ class EncoderLayer(nn.Module):
     def forward(
         self, x: torch.Tensor, size: tuple[int, int], cpe: DepthwiseResidual, crpe: FilterModule
     ) -> torch.Tensor:
+        """x: B×N×C tokens."""
         x = to_tokens(cpe(to_image(x, size)))
         x = x + self.factoratt_crpe(self.norm1(x), size, crpe)
         return x + self.mlp(self.norm2(x), size)
 
+    def forward_channels(self, x: torch.Tensor, cpe: DepthwiseResidual, crpe: FilterModule) -> torch.Tensor:
+        """x: B×C×H×W."""
+        x = cpe(x)
+        x = x + self.factoratt_crpe.forward_channels(layer_norm_2d(self.norm1, x), crpe)
+        return x + self.mlp.forward_channels(layer_norm_2d(self.norm2, x))
+
+
+ENCODER_LAYOUTS = ("tokens", "channels")
+
 
 class Encoder(nn.Module):
-    """Transformer blocks on the prototype path, sharing one ``cpe`` and one ``crpe``."""
+    """Transformer blocks on the prototype path, sharing one ``cpe`` and one ``crpe``.
+
+    ``layout`` picks the formulation (same result): ``tokens`` as the official code, or ``channels``.
+    """
 
     def __init__(self, dim: int, depth: int) -> None:
         super().__init__()
         self.cpe = DepthwiseResidual(dim, "proj")
         self.crpe = FilterModule(dim // NUM_HEADS)
         self.MHCA_layers = nn.ModuleList(EncoderLayer(dim) for _ in range(depth))
+        self.layout = "tokens"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.layout == "channels":
+            for layer in self.MHCA_layers:
+                x = layer.forward_channels(x, self.cpe, self.crpe)
+            return x
         size = (x.shape[2], x.shape[3])
         tokens = to_tokens(x)
         for layer in self.MHCA_layers:
@@ -336,6 +394,14 @@ class AFFormer(EncoderDecoder):
         cfg = VARIANTS[variant]
         self.backbone = AFFormerBackbone(cfg["embed_dims"], cfg["depths"])
         self.decode_head = AFFormerHead(self.backbone.out_channels[-1], num_classes)
+
+    def set_encoder_layout(self, layout: str) -> None:
+        """Run every encoder in the ``tokens`` (official) or ``channels`` formulation; the outputs are the same."""
+        if layout not in ENCODER_LAYOUTS:
+            raise ValueError(f"unknown encoder layout {layout!r}; choose one of {', '.join(ENCODER_LAYOUTS)}")
+        for module in self.modules():
+            if isinstance(module, Encoder):
+                module.layout = layout
 
 
 for _variant in VARIANTS:
