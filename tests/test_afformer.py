@@ -52,18 +52,19 @@ def test_golden_logits_and_features(golden, golden_model):
     assert_golden_logits_and_features(golden_model, golden)
 
 
-def test_channels_layout_gives_the_golden_logits_and_features(golden):
+@pytest.mark.parametrize("layout", ["channels", "channels-reduce"])
+def test_channels_layouts_give_the_golden_logits_and_features(golden, layout):
     model = models.create("afformer-tiny", checkpoint=golden / "checkpoint.pth")
-    model.set_encoder_layout("channels")
+    model.set_encoder_layout(layout)
     assert_golden_logits_and_features(model, golden)
 
 
 def test_unknown_encoder_layout_is_refused():
-    with pytest.raises(ValueError, match="tokens, channels"):
+    with pytest.raises(ValueError, match="tokens, channels, channels-reduce"):
         models.create("afformer-tiny").set_encoder_layout("nhwc")
 
 
-@pytest.mark.parametrize("layout", ["tokens", "channels"])
+@pytest.mark.parametrize("layout", ["tokens", "channels", "channels-reduce"])
 def test_exported_encoder_has_last_axis_softmax_and_few_transposes(layout):
     model = models.create("afformer-tiny")
     model.set_encoder_layout(layout)
@@ -71,10 +72,12 @@ def test_exported_encoder_has_last_axis_softmax_and_few_transposes(layout):
     ops = collections.Counter(n.op_type for n in graph.node)
     softmax_axes = {a.i for n in graph.node if n.op_type == "Softmax" for a in n.attribute if a.name == "axis"}
     assert softmax_axes <= {-1, 3} and ops["Softmax"] == 8
-    # channels: two per LayerNorm (16) and the small Vᵀ and contextᵀ of each of the 8 layers, nothing else
-    assert ops["Transpose"] == {"tokens": 88, "channels": 48}[layout]
-    # the low-pass quarters in both; tokens also splits q, k, v
-    assert ops["Split"] == {"tokens": 16, "channels": 8}[layout]
+    # channels: two per LayerNorm (16) and the small Vᵀ and contextᵀ of each of the 8 layers, nothing else;
+    # channels-reduce: only the latter, its LayerNorms are channel means
+    assert ops["Transpose"] == {"tokens": 88, "channels": 48, "channels-reduce": 16}[layout]
+    assert ops["LayerNormalization"] == {"tokens": 16, "channels": 16, "channels-reduce": 0}[layout]
+    # the low-pass quarters in all; tokens also splits q, k, v
+    assert ops["Split"] == {"tokens": 16, "channels": 8, "channels-reduce": 8}[layout]
 
 
 def test_checkpoint_report_names_ignored_and_shared_keys(golden, golden_model):
@@ -123,7 +126,7 @@ def test_static_low_pass_equals_adaptive_pool_and_upsample(size, n):
     torch.testing.assert_close(PoolUpsample(size)(x), reference, rtol=0, atol=2e-6)
 
 
-@pytest.mark.parametrize("layout", ["tokens", "channels"])
+@pytest.mark.parametrize("layout", ["tokens", "channels", "channels-reduce"])
 @pytest.mark.parametrize("size", [(256, 320), (352, 480)])
 def test_fused_model_matches_eager(golden_model, size, layout):
     fused = fuse_model(golden_model)

@@ -12,7 +12,7 @@ import pytest
 from onnx import numpy_helper
 
 from edgeseg.bundle import read_bundle
-from edgeseg.export import ExportRequest, ParityError, export_bundle
+from edgeseg.export import ExportRequest, ParityError, export_bundle, quantize
 from edgeseg.export.fp16 import FP32_OPS, float16_nodes, to_fp16
 from edgeseg.export.lint import lint_onnx
 from edgeseg.export.quantize import quantize_onnx
@@ -142,6 +142,34 @@ def test_sensitivity_ranks_quantized_nodes_and_exclusion_keeps_them_float(float_
     assert not any(i in dequantized for i in node.input)
 
 
+def test_inlined_nodes_are_named_ranked_and_can_be_kept_float(float_graph, tmp_path):
+    # ONNX Runtime's pre-processing inlines HardSwish into nameless HardSigmoid and Mul nodes
+    before = quantize._prepared.cache_info().hits
+    prepared = onnx.load(str(quantize.prepare_for_quantization(float_graph, tmp_path / "prepared.onnx")))
+    names = [n.name for n in prepared.graph.node]
+    assert all(names) and len(set(names)) == len(names)
+    gates = {n.output[0] for n in prepared.graph.node if n.op_type == "HardSigmoid"}
+    hard_swish = {
+        n.name: next(i for i in n.input if i in gates)
+        for n in prepared.graph.node
+        if n.op_type == "Mul" and gates & set(n.input)
+    }  # Mul → the HardSigmoid output it reads
+    quantized = tmp_path / "q.onnx"
+    quantize_onnx(float_graph, quantized, calibration(), "onnxruntime")
+    assert quantize._prepared.cache_info().hits > before  # prepared once per graph
+
+    def quantized_tensors(path: Path) -> set[str]:
+        return {n.input[0] for n in onnx.load(str(path)).graph.node if n.op_type == "QuantizeLinear"}
+
+    ranked = {n.name for n in rank_onnx(float_graph, quantized, calibration(2), "onnxruntime")}
+    assert len(hard_swish) == len(gates) and set(hard_swish) <= ranked
+    mul, gate = next(iter(hard_swish.items()))
+    assert gate in quantized_tensors(quantized)
+    kept = tmp_path / "k.onnx"
+    quantize_onnx(float_graph, kept, calibration(), "onnxruntime", [mul])
+    assert gate not in quantized_tensors(kept)  # the Mul reads the HardSigmoid in float
+
+
 @pytest.mark.parametrize(
     ("target", "precision", "artifact", "hint"),
     [
@@ -168,11 +196,13 @@ def test_precision_bundles_report_the_ladder_and_run(random_export, target, prec
     assert parity["results"]["onnx"]["gates"] == {"max_abs": 1e-4}  # the fp32 graph stays gated
     if hint:
         assert manifest["runtime_config"]["openvino"] == {"INFERENCE_PRECISION_HINT": hint}
-    # AFFormer's encoder: the official token layout only where OpenVINO runs f32 kernels
-    layout = "tokens" if (target, precision) == ("openvino", "fp16") else "channels"
+    # AFFormer's encoder: the official token layout where OpenVINO runs f32 kernels, no LayerNorm
+    # transposes where it runs bf16 and int8
+    openvino_layouts = {"fp16": "tokens", "bf16": "channels-reduce", "int8": "channels-reduce"}
+    layout = openvino_layouts[precision] if target == "openvino" else "channels"
     assert manifest["export"]["encoder_layout"] == layout
     transposes = manifest["export"]["ops"]["Transpose"]
-    assert transposes == {"tokens": 88, "channels": 48}[layout]
+    assert transposes == {"tokens": 88, "channels": 48, "channels-reduce": 16}[layout]
     if target != "tensorrt":
         segmenter = load(bundle.path)
         labels = segmenter.predict(np.zeros((40, 50, 3), np.uint8))

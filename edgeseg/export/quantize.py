@@ -16,6 +16,8 @@ Two Q/DQ recipes for ONNX and NNCF for OpenVINO:
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -102,11 +104,34 @@ def quantize_onnx(
 
 
 def prepare_for_quantization(source: Path, destination: Path) -> Path:
-    """ONNX Runtime's quantization pre-processing (shape inference, constant folding, fusions)."""
+    """ONNX Runtime's quantization pre-processing (shape inference, constant folding, fusions), every node named.
+
+    Pre-processing inlines function ops (HardSwish becomes HardSigmoid and Mul) into nameless nodes; they get
+    ``<op>_<first output>`` so that ``nodes_to_exclude`` and the sensitivity ranking can name them. The result
+    is cached by the source's content: ``--auto-exclude`` prepares the same graph for every rebuild.
+    """
+    destination.write_bytes(_prepared(hashlib.sha256(source.read_bytes()).hexdigest(), str(source)))
+    return destination
+
+
+@functools.lru_cache(maxsize=2)
+def _prepared(digest: str, source: str) -> bytes:
+    """The prepared graph of ``source`` (whose content hashes to ``digest``, the cache key)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    quant_pre_process(str(source), str(destination), skip_symbolic_shape=True)
-    return destination
+    del digest
+    with tempfile.TemporaryDirectory() as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        quant_pre_process(source, str(prepared), skip_symbolic_shape=True)
+        model = onnx.load(str(prepared))
+    names = {node.name for node in model.graph.node}
+    for node in model.graph.node:
+        if not node.name:
+            node.name = f"{node.op_type}_{node.output[0]}"
+            while node.name in names:
+                node.name += "_"
+            names.add(node.name)
+    return model.SerializeToString()
 
 
 def quantize_openvino(

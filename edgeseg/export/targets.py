@@ -21,11 +21,23 @@ OPENVINO_WEIGHTS = "model.bin"
 # with bf16, the less accurate case.
 OPENVINO_HINTS = {"fp32": "f32", "fp16": "f32", "bf16": "bf16", "int8": "bf16"}
 
-# Models with two equivalent encoder formulations (AFFormer) export the one measured faster on each build:
-# B×C×H×W ("channels") except for OpenVINO's f32 kernels, whose reorders out of their channels-last
-# layout are slow. AFFormer-tiny, 512², 1 thread, tokens → channels: ONNX Runtime fp32 55 → 43 ms,
-# int8 36 → 31 ms; OpenVINO f32 55 → 75 ms, bf16 34 → 30 ms, int8 32 → 30 ms.
-TOKEN_LAYOUT_BUILDS = {("openvino", "fp32"), ("openvino", "fp16")}
+# Models with equivalent encoder formulations (AFFormer) export the one measured fastest on each build.
+# AFFormer-tiny, 512², ms at 1 / 2 threads:
+# - ONNX Runtime: "channels" (B×C×H×W, LayerNormalization between transposes). tokens → channels:
+#   fp32 55 → 43 / 24, int8 36 → 31 / 19. Its LayerNorm from channel means ("channels-reduce") is slower
+#   in fp32 (50 / 26-30) and fails the int8 gate.
+# - OpenVINO f32 kernels (fp32, fp16): "tokens". Their reorders out of the channels-last layout are slow:
+#   channels 75 / –, channels-reduce 55 / 30, tokens 52 / 28.
+# - OpenVINO bf16 and int8: "channels-reduce". OpenVINO runs the Transpose in front of each LayerNorm in
+#   a generic kernel, 0.25 ms each at 64×64 (int8: 1.5 ms of 16.5). channels → channels-reduce:
+#   bf16 29 → 24 / 16.4 → 13.7, int8 28 → 25 / 16.5 → 15.
+# - TensorRT: "channels" (LayerNormalization is a native layer there; unmeasured, no GPU here).
+BUILD_ENCODER_LAYOUTS = {
+    ("openvino", "fp32"): "tokens",
+    ("openvino", "fp16"): "tokens",
+    ("openvino", "bf16"): "channels-reduce",
+    ("openvino", "int8"): "channels-reduce",
+}
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 SUPPORTED = {
@@ -51,8 +63,8 @@ def check_precision(target: str, precision: str) -> None:
 
 
 def encoder_layout(target: str, precision: str) -> str:
-    """The encoder formulation ("tokens" or "channels") a target runs fastest at ``precision``."""
-    return "tokens" if (target, precision) in TOKEN_LAYOUT_BUILDS else "channels"
+    """The encoder formulation (see ``BUILD_ENCODER_LAYOUTS``) a target runs fastest at ``precision``."""
+    return BUILD_ENCODER_LAYOUTS.get((target, precision), "channels")
 
 
 @dataclass(frozen=True)

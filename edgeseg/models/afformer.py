@@ -9,8 +9,9 @@ change the output:
 - The einsums are MatMuls, there are no 5-D tensors and no einops. The token softmax of the linear
   attention reduces the last axis (k is laid out B×h×Ch×N), not a strided one.
 - The encoder has a second, equivalent formulation on B×C×H×W (``set_encoder_layout("channels")``):
-  Linear layers as 1×1 convs, LayerNorm between two transposes, no token-major copies. Export picks
-  the faster one per backend and precision.
+  Linear layers as 1×1 convs, LayerNorm between two transposes, no token-major copies; and a third,
+  ``channels-reduce``, whose LayerNorm is written with means over the channel axis (no transposes).
+  Export picks the fastest one per backend and precision.
 - The encoder's shared ``cpe``/``crpe`` modules are registered once; the checkpoint's repeated copies
   are mapped onto them (and must be identical). The head's dead ``align`` block is not built and its
   checkpoint keys are ignored.
@@ -22,6 +23,8 @@ Module attribute names follow the official ones so that checkpoint keys match wi
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -178,6 +181,16 @@ def layer_norm_2d(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     return norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
+def reduced_layer_norm_2d(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """LayerNorm over the channels of B×C×H×W from channel means (ReduceMean over C), with no transposes."""
+    centred = x - x.mean(dim=1, keepdim=True)
+    variance = (centred * centred).mean(dim=1, keepdim=True)
+    return centred / torch.sqrt(variance + norm.eps) * norm.weight[:, None, None] + norm.bias[:, None, None]
+
+
+ChannelNorm = Callable[[nn.LayerNorm, torch.Tensor], torch.Tensor]
+
+
 def pointwise(weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
     """A token-wise Linear (``weight``: out × in) applied to B×C×H×W as a 1×1 convolution."""
     return F.conv2d(x, weight[:, :, None, None], bias)
@@ -266,20 +279,25 @@ class EncoderLayer(nn.Module):
         x = x + self.factoratt_crpe(self.norm1(x), size, crpe)
         return x + self.mlp(self.norm2(x), size)
 
-    def forward_channels(self, x: torch.Tensor, cpe: DepthwiseResidual, crpe: FilterModule) -> torch.Tensor:
-        """x: B×C×H×W."""
+    def forward_channels(
+        self, x: torch.Tensor, cpe: DepthwiseResidual, crpe: FilterModule, norm_2d: ChannelNorm
+    ) -> torch.Tensor:
+        """x: B×C×H×W; ``norm_2d`` applies a LayerNorm over its channels."""
         x = cpe(x)
-        x = x + self.factoratt_crpe.forward_channels(layer_norm_2d(self.norm1, x), crpe)
-        return x + self.mlp.forward_channels(layer_norm_2d(self.norm2, x))
+        x = x + self.factoratt_crpe.forward_channels(norm_2d(self.norm1, x), crpe)
+        return x + self.mlp.forward_channels(norm_2d(self.norm2, x))
 
 
-ENCODER_LAYOUTS = ("tokens", "channels")
+# layout → how its LayerNorms run on B×C×H×W (the token layout has none)
+CHANNEL_NORMS: dict[str, ChannelNorm] = {"channels": layer_norm_2d, "channels-reduce": reduced_layer_norm_2d}
+ENCODER_LAYOUTS = ("tokens", *CHANNEL_NORMS)
 
 
 class Encoder(nn.Module):
     """Transformer blocks on the prototype path, sharing one ``cpe`` and one ``crpe``.
 
-    ``layout`` picks the formulation (same result): ``tokens`` as the official code, or ``channels``.
+    ``layout`` picks the formulation (same result): ``tokens`` as the official code, or ``channels``
+    (LayerNorm between transposes) or ``channels-reduce`` (LayerNorm from channel means) on B×C×H×W.
     """
 
     def __init__(self, dim: int, depth: int) -> None:
@@ -290,9 +308,9 @@ class Encoder(nn.Module):
         self.layout = "tokens"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.layout == "channels":
+        if self.layout in CHANNEL_NORMS:
             for layer in self.MHCA_layers:
-                x = layer.forward_channels(x, self.cpe, self.crpe)
+                x = layer.forward_channels(x, self.cpe, self.crpe, CHANNEL_NORMS[self.layout])
             return x
         size = (x.shape[2], x.shape[3])
         tokens = to_tokens(x)
@@ -396,7 +414,7 @@ class AFFormer(EncoderDecoder):
         self.decode_head = AFFormerHead(self.backbone.out_channels[-1], num_classes)
 
     def set_encoder_layout(self, layout: str) -> None:
-        """Run every encoder in the ``tokens`` (official) or ``channels`` formulation; the outputs are the same."""
+        """Run every encoder in one of :data:`ENCODER_LAYOUTS` (``tokens`` is the official one); same outputs."""
         if layout not in ENCODER_LAYOUTS:
             raise ValueError(f"unknown encoder layout {layout!r}; choose one of {', '.join(ENCODER_LAYOUTS)}")
         for module in self.modules():
