@@ -1,12 +1,15 @@
 """fp32 / fp16 / bf16 / int8 on ONNX Runtime, OpenVINO and TensorRT-ready graphs, on trained models.
 
-    python benchmarks/precision.py --models afformer-tiny [--size 512x512] [--threads 1 2] [--iters 50] [--stem NAME]
+    python benchmarks/precision.py --models afformer-tiny [--size 512x512] [--threads 1 2] [--iters 50]
+        [--rounds 3] [--stem NAME]
 
 For each model: make a synthetic set (``edgeseg data synthetic``) and fine-tune on it (``edgeseg train``),
 unless ``benchmarks/work`` already holds them; export every target × precision with the checkpoint, the
 set's train split as calibration and its val split for the parity ladder (``--auto-exclude`` for int8);
 evaluate each bundle's mIoU on the whole val split; time it at each thread count in fresh torch-free
-processes. Writes ``results/precision_<size>.md`` and ``.json``.
+processes, in ``--rounds`` rounds that each time every build of the model in turn (a shared machine's
+slow spells then hit all builds of a round alike), keeping each build's median round. Writes
+``results/precision_<size>.md`` and ``.json``.
 """
 
 from __future__ import annotations
@@ -101,17 +104,35 @@ def export(model: str, target: str, precision: str, size: str, checkpoint: Path,
     }
 
 
-def measure(row: dict[str, Any], data: Path, threads: list[int], iters: int) -> None:
-    """Add the val-split mIoU and the latency at each thread count to an exported row."""
-    from edgeseg.bench import benchmark
+def evaluate_row(row: dict[str, Any], data: Path) -> None:
+    """Add the val-split mIoU to an exported row."""
     from edgeseg.evaluate import evaluate
 
-    if not row["ok"] or row["target"] == "tensorrt":
-        return
-    row["eval"] = evaluate(row["bundle"], data, split="val")
-    row["latency"] = {
-        str(t): benchmark(row["bundle"], threads=t, warmup=10, iters=iters)["latency_ms"] for t in threads
-    }
+    if row["ok"] and row["target"] != "tensorrt":
+        row["eval"] = evaluate(row["bundle"], data, split="val")
+
+
+def time_rows(rows: list[dict[str, Any]], threads: list[int], iters: int, rounds: int) -> None:
+    """Latency of each timed row at each thread count: the run with the median mean of ``rounds`` rounds.
+
+    Each round times every row once, so slow spells of a shared machine are spread over the rows instead of
+    landing on one of them; ``rounds_mean`` keeps every round's mean.
+    """
+    from edgeseg.bench import benchmark
+
+    timed = [r for r in rows if r["ok"] and r["target"] != "tensorrt"]
+    runs: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for _ in range(rounds):
+        for t in threads:
+            for i, row in enumerate(timed):
+                latency = benchmark(row["bundle"], threads=t, warmup=10, iters=iters)["latency_ms"]
+                runs.setdefault((i, t), []).append(latency)
+    for (i, t), results in runs.items():
+        ordered = sorted(results, key=lambda lat: lat["mean"])
+        timed[i].setdefault("latency", {})[str(t)] = {
+            **ordered[len(ordered) // 2],
+            "rounds_mean": [lat["mean"] for lat in results],
+        }
 
 
 def speedups(rows: list[dict[str, Any]]) -> None:
@@ -139,7 +160,9 @@ def to_markdown(report: dict[str, Any]) -> str:
         "Ladder: against PyTorch fp32 on the val images (8) through the bundle's pre-processing. "
         "val mIoU: `edgeseg eval` on the whole val split. TensorRT rows: graph checked in ONNX Runtime CPU "
         "(no TensorRT here), no latency. float: nodes the int8 recipe keeps in float + nodes `--auto-exclude` "
-        "kept. layout: the encoder formulation the export chose (AFFormer; – for models with one).",
+        "kept. layout: the encoder formulation the export chose (AFFormer; – for models with one). "
+        f"Latency: mean of the median of {report.get('rounds', 1)} rounds, each timing every build in turn "
+        "(all rounds' means in the .json).",
         "",
     ]
     threads = report["threads"]
@@ -182,6 +205,7 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=400, help="synthetic images (train + val)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--iters", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3, help="timing rounds; each build keeps its median")
     parser.add_argument("--only", nargs="*", help="TARGET:PRECISION builds to run (default: all)")
     parser.add_argument("--stem", help="results file name without extension (default: precision_<side>)")
     args = parser.parse_args()
@@ -194,6 +218,7 @@ def main() -> int:
         "threads": args.threads,
         "warmup": 10,
         "iters": args.iters,
+        "rounds": args.rounds,
         "machine": machine_info(None),
         "ceiling_gflops": {},
         "training": {},
@@ -207,12 +232,15 @@ def main() -> int:
     for model in args.models:
         checkpoint, meta = trained(model, data)
         report["training"][model] = {"data": data.name, **{k: meta.get(k) for k in ("val_miou", "seconds", "steps")}}
+        rows = []
         for target, precision in builds:
             row = {"model": model, "target": target, "precision": precision}
             row.update(export(model, target, precision, args.size, checkpoint, data))
-            measure(row, data, args.threads, args.iters)
-            report["rows"].append(row)
+            evaluate_row(row, data)
+            rows.append(row)
             print(json.dumps({k: row.get(k) for k in ("model", "target", "precision", "ok", "seconds")}), flush=True)
+        time_rows(rows, args.threads, args.iters, args.rounds)
+        report["rows"] += rows
         write(report, stem)  # after every model, so a long run keeps what it finished
     print((RESULTS / f"{stem}.md").read_text())
     return 0

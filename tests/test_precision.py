@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 from pathlib import Path
 
@@ -142,10 +143,49 @@ def test_sensitivity_ranks_quantized_nodes_and_exclusion_keeps_them_float(float_
     assert not any(i in dequantized for i in node.input)
 
 
+def test_onnxruntime_int8_runs_each_gelu_as_one_float_op(float_graph, tmp_path):
+    out = tmp_path / "ort.onnx"
+    quantize_onnx(float_graph, out, calibration(), "onnxruntime")
+    model = onnx.load(str(out))
+    ops = collections.Counter(n.op_type for n in model.graph.node)
+    assert ops["Gelu"] == 8 and ops["Erf"] == 0  # AFFormer-tiny: one exact GELU per encoder MLP
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    readers = {i: n.op_type for n in model.graph.node for i in n.input}
+    for gelu in (n for n in model.graph.node if n.op_type == "Gelu"):
+        assert producers[gelu.input[0]] == "DequantizeLinear" and readers[gelu.output[0]] == "QuantizeLinear"
+    x = calibration(1)[0]
+    assert np.abs(run(out, x) - run(float_graph, x)).max() < 1.0
+    tensorrt = tmp_path / "trt.onnx"  # TensorRT's parser has no com.microsoft ops: its graph keeps the Erf
+    quantize_onnx(float_graph, tensorrt, calibration(), "tensorrt")
+    assert collections.Counter(n.op_type for n in onnx.load(str(tensorrt)).graph.node)["Erf"] == 8
+
+
+def test_gelu_fusion_needs_the_exact_pattern():
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])
+
+    def graph(root_two: float, half: float) -> onnx.ModelProto:
+        constants = {"r": root_two, "one": 1.0, "half": half}
+        nodes = [
+            onnx.helper.make_node("Div", ["x", "r"], ["d"]),
+            onnx.helper.make_node("Erf", ["d"], ["e"]),
+            onnx.helper.make_node("Add", ["e", "one"], ["a"]),
+            onnx.helper.make_node("Mul", ["half", "a"], ["h"]),
+            onnx.helper.make_node("Mul", ["x", "h"], ["y"]),
+        ]
+        inits = [onnx.numpy_helper.from_array(np.array(v, np.float32), k) for k, v in constants.items()]
+        return onnx.helper.make_model(onnx.helper.make_graph(nodes, "g", [x], [y], inits))
+
+    exact = graph(float(np.sqrt(2.0)), 0.5)
+    assert quantize.fuse_gelu(exact) == 1 and [n.op_type for n in exact.graph.node] == ["Gelu"]
+    for wrong in (graph(2.0, 0.5), graph(float(np.sqrt(2.0)), 0.25)):
+        assert quantize.fuse_gelu(wrong) == 0 and len(wrong.graph.node) == 5
+
+
 def test_inlined_nodes_are_named_ranked_and_can_be_kept_float(float_graph, tmp_path):
     # ONNX Runtime's pre-processing inlines HardSwish into nameless HardSigmoid and Mul nodes
     before = quantize._prepared.cache_info().hits
-    prepared = onnx.load(str(quantize.prepare_for_quantization(float_graph, tmp_path / "prepared.onnx")))
+    prepared = onnx.load(str(quantize.prepare_for_quantization(float_graph, tmp_path / "prepared.onnx", "onnxruntime")))
     names = [n.name for n in prepared.graph.node]
     assert all(names) and len(set(names)) == len(names)
     gates = {n.output[0] for n in prepared.graph.node if n.op_type == "HardSigmoid"}

@@ -10,6 +10,10 @@ Two Q/DQ recipes for ONNX and NNCF for OpenVINO:
     DQ → Softmax → Q into QLinearSoftmax, which is slower than the float Softmax (2.9 vs 0.3 ms) and
     loses the most accuracy (agreement 0.986 with it, 0.998 without).
   - Convs reading the network input: at 3 input channels the int8 conv is slower than fp32 (1.9 vs 1.3 ms).
+
+  Before quantizing, each exact (Erf) GELU is fused into one ``com.microsoft.Gelu``, as ONNX Runtime does
+  for float graphs: quantized, its five ops became DQ → Div → Erf → Q → QLinearAdd → QLinearMul → QLinearMul;
+  fused, they are DQ → Gelu → Q (2 threads: 19.3 → 18.2 ms; agreement unchanged).
 - ``tensorrt``: int8 activations and weights, both symmetric (every zero-point 0), biases left in float,
   Q/DQ only on the inputs of Conv/MatMul/Gemm: what TensorRT's parser accepts, strongly typed (11.x) or not.
 """
@@ -96,26 +100,28 @@ def quantize_onnx(
         options["extra_options"] = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
     options["op_types_to_quantize"] = sorted(quantized_op_types(scheme))
     with tempfile.TemporaryDirectory() as scratch:
-        prepared = prepare_for_quantization(source, Path(scratch) / "prepared.onnx")
+        prepared = prepare_for_quantization(source, Path(scratch) / "prepared.onnx", scheme)
         float_nodes = recipe_float_nodes(onnx.load(str(prepared)), scheme)
         options["nodes_to_exclude"] = list(dict.fromkeys([*float_nodes, *exclude]))
         quantize_static(str(prepared), str(destination), _Reader(calibration), **options)
     return options["nodes_to_exclude"]
 
 
-def prepare_for_quantization(source: Path, destination: Path) -> Path:
+def prepare_for_quantization(source: Path, destination: Path, scheme: str) -> Path:
     """ONNX Runtime's quantization pre-processing (shape inference, constant folding, fusions), every node named.
 
     Pre-processing inlines function ops (HardSwish becomes HardSigmoid and Mul) into nameless nodes; they get
-    ``<op>_<first output>`` so that ``nodes_to_exclude`` and the sensitivity ranking can name them. The result
-    is cached by the source's content: ``--auto-exclude`` prepares the same graph for every rebuild.
+    ``<op>_<first output>`` so that ``nodes_to_exclude`` and the sensitivity ranking can name them. The
+    ``onnxruntime`` scheme also fuses GELUs (:func:`fuse_gelu`). The result is cached by the source's content:
+    ``--auto-exclude`` prepares the same graph for every rebuild.
     """
-    destination.write_bytes(_prepared(hashlib.sha256(source.read_bytes()).hexdigest(), str(source)))
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    destination.write_bytes(_prepared(digest, str(source), scheme == "onnxruntime"))
     return destination
 
 
-@functools.lru_cache(maxsize=2)
-def _prepared(digest: str, source: str) -> bytes:
+@functools.lru_cache(maxsize=4)
+def _prepared(digest: str, source: str, gelu: bool) -> bytes:
     """The prepared graph of ``source`` (whose content hashes to ``digest``, the cache key)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -124,6 +130,8 @@ def _prepared(digest: str, source: str) -> bytes:
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(source, str(prepared), skip_symbolic_shape=True)
         model = onnx.load(str(prepared))
+    if gelu:
+        fuse_gelu(model)
     names = {node.name for node in model.graph.node}
     for node in model.graph.node:
         if not node.name:
@@ -132,6 +140,62 @@ def _prepared(digest: str, source: str) -> bytes:
                 node.name += "_"
             names.add(node.name)
     return model.SerializeToString()
+
+
+def _scalar(model: onnx.ModelProto, name: str) -> float | None:
+    """The value of a one-element initializer or Constant, else None."""
+    for tensor in model.graph.initializer:
+        if tensor.name == name and np.prod(tensor.dims) == 1:
+            return float(onnx.numpy_helper.to_array(tensor).reshape(-1)[0])
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output[0] == name and node.attribute[0].name == "value":
+            value = onnx.numpy_helper.to_array(node.attribute[0].t)
+            return float(value.reshape(-1)[0]) if value.size == 1 else None
+    return None
+
+
+def fuse_gelu(model: onnx.ModelProto) -> int:
+    """Replace each ``x · ½ · (1 + erf(x / √2))`` (any order of the two Muls) by ``com.microsoft.Gelu``.
+
+    Returns how many were fused. The replaced nodes' constants are left for ONNX Runtime to drop.
+    """
+    producers = {out: node for node in model.graph.node for out in node.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+
+    def only_reader(tensor: str, op: str) -> onnx.NodeProto | None:
+        found = readers.get(tensor, [])
+        return found[0] if len(found) == 1 and found[0].op_type == op else None
+
+    replaced: dict[int, onnx.NodeProto] = {}
+    removed: set[int] = set()
+    for erf in (n for n in model.graph.node if n.op_type == "Erf"):
+        div = producers.get(erf.input[0])
+        if div is None or div.op_type != "Div" or not np.isclose(_scalar(model, div.input[1]) or 0.0, np.sqrt(2.0)):
+            continue
+        x = div.input[0]
+        add = only_reader(erf.output[0], "Add")
+        first = add and only_reader(add.output[0], "Mul")
+        second = first and only_reader(first.output[0], "Mul")
+        if not (add and first and second) or _scalar(model, next(i for i in add.input if i != erf.output[0])) != 1.0:
+            continue
+        halves = [
+            _scalar(model, i) for m in (first, second) for i in m.input if i not in (x, add.output[0], first.output[0])
+        ]
+        if halves != [0.5] or x not in (*first.input, *second.input):
+            continue
+        gelu = onnx.helper.make_node("Gelu", [x], [second.output[0]], name=second.name, domain="com.microsoft")
+        replaced[id(second)] = gelu
+        removed |= {id(div), id(erf), id(add), id(first)}
+    if replaced:
+        nodes = [replaced.get(id(n), n) for n in model.graph.node if id(n) not in removed]
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        if not any(o.domain == "com.microsoft" for o in model.opset_import):
+            model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    return len(replaced)
 
 
 def quantize_openvino(

@@ -106,7 +106,7 @@ def rank_onnx(
 
     with tempfile.TemporaryDirectory() as scratch:
         prepared = onnx.shape_inference.infer_shapes(
-            onnx.load(str(prepare_for_quantization(float_model, Path(scratch) / "prepared.onnx")))
+            onnx.load(str(prepare_for_quantization(float_model, Path(scratch) / "prepared.onnx", scheme)))
         )
     quantized = onnx.load(str(quantized_model))
     dequantized = {n.output[0] for n in quantized.graph.node if n.op_type == "DequantizeLinear"}
