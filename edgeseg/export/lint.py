@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
+
+from edgeseg.export.graph_index import GraphIndex
 
 TARGETS = ("onnxruntime", "openvino", "tensorrt")
 GRAPH = "(graph)"  # the node name of findings about the whole graph
@@ -93,7 +95,7 @@ class Finding:
     message: str
 
 
-class _Graph:
+class _Graph(GraphIndex):
     """Lookups over one shape-inferred graph: constants, element types, ranks, consumers."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
@@ -104,29 +106,11 @@ class _Graph:
                 f"ONNX shape inference failed on the graph ({error}); run onnx.checker.check_model(model, "
                 "full_check=True) to find the broken node"
             ) from error
-        self.nodes = list(graph.node)
+        super().__init__(graph)
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-        self._initializers = {t.name: t for t in graph.initializer}
-        self._constant_nodes = {n.output[0]: n for n in self.nodes if n.op_type == "Constant"}
         self.inputs = [v for v in graph.input if v.name not in self._initializers]
         self.outputs = {v.name for v in graph.output}
         self._values = {v.name: v for v in chain(graph.input, graph.value_info, graph.output)}
-        self._producers = {name: node for node in self.nodes for name in node.output if name}
-        self._consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-        for node in self.nodes:
-            for name in node.input:
-                self._consumers[name].append(node)
-
-    def constant(self, name: str) -> np.ndarray | None:
-        """The value of an initializer or Constant node output; None for a computed tensor."""
-        if name in self._initializers:
-            return numpy_helper.to_array(self._initializers[name])
-        if name in self._constant_nodes:
-            attribute = self._constant_nodes[name].attribute[0]
-            if attribute.type == onnx.AttributeProto.TENSOR:
-                return numpy_helper.to_array(attribute.t)
-            return np.asarray(helper.get_attribute_value(attribute))
-        return None
 
     def dtype(self, name: str) -> int:
         """The element type of a tensor (TensorProto enum), 0 when unknown."""
@@ -144,17 +128,13 @@ class _Graph:
             return None
         return len(value.type.tensor_type.shape.dim)
 
-    def producer(self, name: str) -> onnx.NodeProto | None:
-        """The node computing a tensor; None for graph inputs and initializers."""
-        return self._producers.get(name)
-
     def consumers(self, node: onnx.NodeProto) -> list[onnx.NodeProto]:
         """Nodes reading any output of ``node``."""
-        return [c for name in node.output if name for c in self._consumers.get(name, [])]
+        return [c for name in node.output if name for c in self.readers(name)]
 
     def is_used(self, name: str) -> bool:
         """Whether a tensor is read by a node or is a graph output."""
-        return bool(name) and (name in self.outputs or bool(self._consumers.get(name)))
+        return bool(name) and (name in self.outputs or bool(self.readers(name)))
 
     def has_low_precision(self) -> bool:
         """Whether the graph computes in fp16/bf16 anywhere or is quantized (has Q/DQ nodes)."""

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from edgeseg.export.graph_index import GraphIndex
 from edgeseg.export.onnx_graph import INPUT_NAME
 
 SCHEMES = ("onnxruntime", "tensorrt")
@@ -52,15 +53,12 @@ def recipe_float_nodes(model: onnx.ModelProto, scheme: str) -> list[str]:
     """Nodes ``scheme`` keeps in float whatever the gates say (see the module docstring); none for TensorRT."""
     if scheme != "onnxruntime":
         return []
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    index = GraphIndex(model.graph)
     kept = []
-    for node in model.graph.node:
+    for node in index.nodes:
         if node.op_type in ONNXRUNTIME_FLOAT_OPS:
-            kept += [node.name] + [r.name for r in readers.get(node.output[0], []) if r.op_type == "MatMul"]
-    kept += [r.name for i in model.graph.input for r in readers.get(i.name, []) if r.op_type == "Conv"]
+            kept += [node.name] + [r.name for r in index.readers(node.output[0]) if r.op_type == "MatMul"]
+    kept += [r.name for i in model.graph.input for r in index.readers(i.name) if r.op_type == "Conv"]
     return list(dict.fromkeys(kept))
 
 
@@ -142,55 +140,41 @@ def _prepared(digest: str, source: str, gelu: bool) -> bytes:
     return model.SerializeToString()
 
 
-def _scalar(model: onnx.ModelProto, name: str) -> float | None:
-    """The value of a one-element initializer or Constant, else None."""
-    for tensor in model.graph.initializer:
-        if tensor.name == name and np.prod(tensor.dims) == 1:
-            return float(onnx.numpy_helper.to_array(tensor).reshape(-1)[0])
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.output[0] == name and node.attribute[0].name == "value":
-            value = onnx.numpy_helper.to_array(node.attribute[0].t)
-            return float(value.reshape(-1)[0]) if value.size == 1 else None
-    return None
-
-
 def fuse_gelu(model: onnx.ModelProto) -> int:
     """Replace each ``x · ½ · (1 + erf(x / √2))`` (any order of the two Muls) by ``com.microsoft.Gelu``.
 
     Returns how many were fused. The replaced nodes' constants are left for ONNX Runtime to drop.
     """
-    producers = {out: node for node in model.graph.node for out in node.output}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    index = GraphIndex(model.graph)
+
+    def scalar(name: str) -> float | None:
+        value = index.constant(name)
+        return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
 
     def only_reader(tensor: str, op: str) -> onnx.NodeProto | None:
-        found = readers.get(tensor, [])
+        found = index.readers(tensor)
         return found[0] if len(found) == 1 and found[0].op_type == op else None
 
     replaced: dict[int, onnx.NodeProto] = {}
     removed: set[int] = set()
-    for erf in (n for n in model.graph.node if n.op_type == "Erf"):
-        div = producers.get(erf.input[0])
-        if div is None or div.op_type != "Div" or not np.isclose(_scalar(model, div.input[1]) or 0.0, np.sqrt(2.0)):
+    for erf in (n for n in index.nodes if n.op_type == "Erf"):
+        div = index.producer(erf.input[0])
+        if div is None or div.op_type != "Div" or not np.isclose(scalar(div.input[1]) or 0.0, np.sqrt(2.0)):
             continue
         x = div.input[0]
         add = only_reader(erf.output[0], "Add")
         first = add and only_reader(add.output[0], "Mul")
         second = first and only_reader(first.output[0], "Mul")
-        if not (add and first and second) or _scalar(model, next(i for i in add.input if i != erf.output[0])) != 1.0:
+        if not (add and first and second) or scalar(next(i for i in add.input if i != erf.output[0])) != 1.0:
             continue
-        halves = [
-            _scalar(model, i) for m in (first, second) for i in m.input if i not in (x, add.output[0], first.output[0])
-        ]
+        halves = [scalar(i) for m in (first, second) for i in m.input if i not in (x, add.output[0], first.output[0])]
         if halves != [0.5] or x not in (*first.input, *second.input):
             continue
         gelu = onnx.helper.make_node("Gelu", [x], [second.output[0]], name=second.name, domain="com.microsoft")
         replaced[id(second)] = gelu
         removed |= {id(div), id(erf), id(add), id(first)}
     if replaced:
-        nodes = [replaced.get(id(n), n) for n in model.graph.node if id(n) not in removed]
+        nodes = [replaced.get(id(n), n) for n in index.nodes if id(n) not in removed]
         del model.graph.node[:]
         model.graph.node.extend(nodes)
         if not any(o.domain == "com.microsoft" for o in model.opset_import):
