@@ -160,6 +160,78 @@ def test_onnxruntime_int8_runs_each_gelu_as_one_float_op(float_graph, tmp_path):
     assert collections.Counter(n.op_type for n in onnx.load(str(tensorrt)).graph.node)["Erf"] == 8
 
 
+def optimized_op_types(path: Path, tmp_path: Path) -> collections.Counter:
+    """Op types of the graph ONNX Runtime runs (its Q/DQ fusions applied, no hardware-specific layouts)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / f"{path.stem}.optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return collections.Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+
+
+def test_onnxruntime_int8_dequantizes_only_what_runs_in_float(float_graph, tmp_path):
+    out = tmp_path / "ort.onnx"
+    quantize_onnx(float_graph, out, calibration(), "onnxruntime")
+    model = onnx.load(str(out))
+    dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    norms = [n for n in model.graph.node if n.op_type in ("LayerNormalization", "InstanceNormalization")]
+    assert len(norms) == 17 and not any(i in dequantized for n in norms for i in n.input[1:])  # float weights
+    weights = {
+        n.output[0]: n
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in {t.name for t in model.graph.initializer}
+    }
+    constant_left = [weights[n.input[0]] for n in model.graph.node if n.op_type == "MatMul" and n.input[0] in weights]
+    assert len(constant_left) == 48  # AFFormer-tiny's pooling matrices: 3 filters × 2 sides × 8 layers
+    for node in constant_left:  # per tensor, as QLinearMatMul needs
+        assert initializer(model, node.input[0]).dtype == np.uint8 and initializer(model, node.input[1]).size == 1
+    ops = optimized_op_types(out, tmp_path)
+    assert ops["HardSigmoid"] == 0 and ops["MatMul"] == ops["Softmax"] == 8  # only the Softmax readers stay float
+    x = calibration(1)[0]
+    assert np.abs(run(out, x) - run(float_graph, x)).max() < 1.0
+
+
+def hardsigmoid_graph(x_scale: float, x_zero: int, y_scale: float, y_zero: int) -> onnx.ModelProto:
+    """input → Q → DQ → HardSigmoid(1/6, ½) → Q → DQ → y: the Q/DQ pattern of one quantized HardSwish gate."""
+    constants = {
+        "xs": np.array(x_scale, np.float32),
+        "xz": np.array(x_zero, np.uint8),
+        "ys": np.array(y_scale, np.float32),
+        "yz": np.array(y_zero, np.uint8),
+    }
+    nodes = [
+        onnx.helper.make_node("QuantizeLinear", ["input", "xs", "xz"], ["xq"], name="qx"),
+        onnx.helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"], name="dqx"),
+        onnx.helper.make_node("HardSigmoid", ["xd"], ["h"], name="gate", alpha=1 / 6, beta=0.5),
+        onnx.helper.make_node("QuantizeLinear", ["h", "ys", "yz"], ["hq"], name="qh"),
+        onnx.helper.make_node("DequantizeLinear", ["hq", "ys", "yz"], ["y"], name="dqh"),
+    ]
+    io = [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1, 512]) for n in ("input", "y")]
+    inits = [numpy_helper.from_array(v, k) for k, v in constants.items()]
+    graph = onnx.helper.make_graph(nodes, "g", io[:1], io[1:], inits)
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 19)], ir_version=10)
+
+
+def test_hardsigmoid_becomes_one_quantized_add_with_the_same_output(tmp_path):
+    x = np.linspace(-8, 8, 512, dtype=np.float32)[None]
+    original = hardsigmoid_graph(16 / 255, 128, 0.97 / 255, 0)  # the gate's Q saturates inside [0, 1]
+    folded = onnx.ModelProto()
+    folded.CopyFrom(original)
+    assert quantize.fold_hardsigmoid(folded) == 1
+    paths = [tmp_path / "original.onnx", tmp_path / "folded.onnx"]
+    for model, path in zip((original, folded), paths, strict=True):
+        onnx.checker.check_model(model)
+        onnx.save(model, str(path))
+    ops = optimized_op_types(paths[1], tmp_path)
+    assert ops["QLinearAdd"] == 1 and ops["HardSigmoid"] == 0
+    expected, got = run(paths[0], x), run(paths[1], x)
+    assert np.abs(got - expected).max() <= 0.97 / 255 * 1.001  # at most one step apart (rounding)
+    assert (got == expected).mean() > 0.99
+    assert expected.min() == 0 and expected.max() == pytest.approx(0.97)  # the clip at both ends was exercised
+    for unsafe in (hardsigmoid_graph(16 / 255, 128, 1.2 / 255, 0), hardsigmoid_graph(16 / 255, 128, 1 / 255, 20)):
+        assert quantize.fold_hardsigmoid(unsafe) == 0  # its Q could hold values outside [0, 1]
+
+
 def test_gelu_fusion_needs_the_exact_pattern():
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])
