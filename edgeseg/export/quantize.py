@@ -155,20 +155,22 @@ def fold_hardsigmoid(model: onnx.ModelProto) -> int:
         attributes = {a.name: a.f for a in node.attribute}
         alpha, beta = attributes.get("alpha", 0.2), attributes.get("beta", 0.5)
         scale = np.asarray(index.constant(dequantize.input[1]), np.float32)
-        names = [f"{node.name}/{suffix}" for suffix in ("scale", "scaled", "beta", "beta_scale", "beta_zero", "beta_x")]
+        scaled_scale, scaled, beta_u8, beta_scale, beta_zero, beta_value = (
+            f"{node.name}/{part}" for part in ("scale", "scaled", "beta_u8", "beta_scale", "beta_zero", "beta")
+        )
         model.graph.initializer.extend(
             [
-                numpy_helper.from_array((scale * np.float32(alpha)).astype(np.float32), names[0]),
-                numpy_helper.from_array(np.array(1, np.uint8), names[2]),
-                numpy_helper.from_array(np.array(beta, np.float32), names[3]),
-                numpy_helper.from_array(np.array(0, np.uint8), names[4]),
+                numpy_helper.from_array((scale * np.float32(alpha)).astype(np.float32), scaled_scale),
+                numpy_helper.from_array(np.array(1, np.uint8), beta_u8),  # β = 1 × β: a quantized constant
+                numpy_helper.from_array(np.array(beta, np.float32), beta_scale),
+                numpy_helper.from_array(np.array(0, np.uint8), beta_zero),
             ]
         )
-        scaled = [dequantize.input[0], names[0], *dequantize.input[2:]]
+        scaled_inputs = [dequantize.input[0], scaled_scale, *dequantize.input[2:]]
         replaced[id(node)] = [
-            helper.make_node("DequantizeLinear", scaled, [names[1]], name=names[1]),
-            helper.make_node("DequantizeLinear", [names[2], names[3], names[4]], [names[5]], name=names[5]),
-            helper.make_node("Add", [names[1], names[5]], [node.output[0]], name=node.name),
+            helper.make_node("DequantizeLinear", scaled_inputs, [scaled], name=scaled),
+            helper.make_node("DequantizeLinear", [beta_u8, beta_scale, beta_zero], [beta_value], name=beta_value),
+            helper.make_node("Add", [scaled, beta_value], [node.output[0]], name=node.name),
         ]
     if not replaced:
         return 0
@@ -187,7 +189,7 @@ def _saturates_within_unit_interval(quantize: onnx.NodeProto, index: GraphIndex)
     scale, zero = index.constant(quantize.input[1]), index.constant(quantize.input[2])
     if scale is None or zero is None or scale.size != 1 or zero.dtype != np.uint8:
         return False
-    low, high = (0 - float(zero)) * float(scale), (255 - float(zero)) * float(scale)
+    low, high = -float(zero) * float(scale), (255 - float(zero)) * float(scale)
     return low >= 0.0 and high <= 1.0 + 1e-6
 
 
