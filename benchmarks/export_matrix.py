@@ -23,6 +23,7 @@ TARGETS = ("onnxruntime", "openvino")
 
 def export_cell(model: str, size: tuple[int, int], target: str, folder: Path, dynamic: bool) -> dict[str, Any]:
     """Export one bundle; report parity per artifact or the error."""
+    from edgeseg.bundle import read_bundle
     from edgeseg.export import ExportRequest, export_bundle
 
     out = folder / f"{model}-{size[0]}x{size[1]}-{target}"
@@ -31,14 +32,14 @@ def export_cell(model: str, size: tuple[int, int], target: str, folder: Path, dy
         bundle = export_bundle(ExportRequest(model=model, out=out, target=target, input_size=size, dynamic=dynamic))
     except Exception as error:  # a failed cell is a result of the matrix, not a crash
         return {"ok": False, "error": f"{type(error).__name__}: {error}"}
-    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest = read_bundle(bundle).manifest
     return {
-        "ok": manifest["parity"]["passed"],
+        "ok": manifest.parity["passed"],
         "seconds": round(time.perf_counter() - started, 1),
-        "nodes": manifest["export"]["nodes"],
-        "max_abs": {k: v["max_abs"] for k, v in manifest["parity"]["results"].items()},
-        "argmax_agreement": {k: v["argmax_agreement"] for k, v in manifest["parity"]["results"].items()},
-        "sizes_checked": list(next(iter(manifest["parity"]["results"].values()))["by_size"]),
+        "nodes": manifest.export["nodes"],
+        "max_abs": {k: v["max_abs"] for k, v in manifest.parity["results"].items()},
+        "argmax_agreement": {k: v["argmax_agreement"] for k, v in manifest.parity["results"].items()},
+        "sizes_checked": list(next(iter(manifest.parity["results"].values()))["by_size"]),
     }
 
 

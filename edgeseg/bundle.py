@@ -1,31 +1,52 @@
 """The bundle: a folder holding the exported graphs and a self-describing ``manifest.json``.
 
-Torch-free: read by the runtime, written by the exporter.
+Torch-free: read by the runtime, written by the exporter. The manifest's schema is :mod:`edgeseg.manifest`.
+What loading guarantees: the manifest is validated (bounds, allow-listed runtime settings); every file a backend
+loads is a plain, listed file name inside the bundle folder, a regular file (not a symbolic link); with
+``verify`` its size and sha256 match the manifest before it is loaded.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FORMAT = "edgeseg-bundle"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-# Backends a bundle can name; "onnx" is the portable graph every bundle carries, run by ONNX Runtime.
-TARGETS = ("onnx", "onnxruntime", "openvino", "tensorrt")
-BACKEND_OF_TARGET = {
-    "onnx": "onnxruntime",
-    "onnxruntime": "onnxruntime",
-    "openvino": "openvino",
-    "tensorrt": "tensorrt",
-}
+from edgeseg.manifest import (
+    BACKEND_OF_TARGET,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    MAX_MANIFEST_BYTES,
+    TARGETS,
+    InputSpec,
+    Manifest,
+    ManifestError,
+    OutputSpec,
+    decode_manifest,
+    parse_manifest,
+)
+
+__all__ = [
+    "BACKEND_OF_TARGET",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "TARGETS",
+    "Bundle",
+    "BundleError",
+    "describe_files",
+    "read_bundle",
+    "sha256_of",
+    "write_manifest",
+]
 
 
 class BundleError(ValueError):
-    """A bundle folder is missing, incomplete or of an unknown format."""
+    """A bundle folder is missing, incomplete, tampered with or of an unknown format."""
 
 
 def sha256_of(path: Path) -> str:
@@ -48,107 +69,121 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class Bundle:
-    """A parsed bundle; ``manifest`` is the raw JSON for fields not surfaced here."""
+    """A bundle folder and its validated manifest."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @property
     def model_name(self) -> str:
-        return self.manifest["model"]["name"]
+        return self.manifest.model.name
 
     @property
     def num_classes(self) -> int:
-        return int(self.manifest["model"]["num_classes"])
+        return self.manifest.model.num_classes
 
     @property
     def target(self) -> str:
-        return self.manifest["target"]
+        return self.manifest.target
 
     @property
     def precision(self) -> str:
-        return self.manifest["precision"]
+        return self.manifest.precision
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return self.manifest.input
 
     @property
     def input(self) -> TensorSpec:
-        spec = self.manifest["input"]
-        return TensorSpec(spec["name"], tuple(spec["shape"]), spec["dtype"])
+        spec = self.manifest.input
+        return TensorSpec(spec.name, tuple(spec.shape), spec.dtype)
 
     @property
     def output(self) -> TensorSpec:
-        spec = self.manifest["output"]
-        return TensorSpec(spec["name"], tuple(spec["shape"]), spec["dtype"])
+        spec: OutputSpec = self.manifest.output
+        return TensorSpec(spec.name, tuple(spec.shape), spec.dtype)
 
     @property
     def input_size(self) -> tuple[int, int]:
         """(height, width) the graph was exported for (the tracing example of a dynamic graph)."""
-        spec = self.manifest["input"]
-        h, w = spec.get("example_size") or spec["shape"][2:4]
-        return int(h), int(w)
+        return self.manifest.input.example_size
 
     @property
     def dynamic(self) -> bool:
         """True when one graph accepts every height and width that is a multiple of ``size_multiple``."""
-        return None in self.input.shape
+        return self.manifest.input.dynamic
 
     @property
     def size_multiple(self) -> int:
-        return int(self.manifest["input"].get("size_multiple", 1))
+        return self.manifest.input.size_multiple
 
     def model_input_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
-        """The (height, width) an image of ``image_size`` is resized to before inference.
-
-        Static graphs take their one size. Dynamic graphs keep the image's aspect ratio (mmseg's test-time
-        rule): scale so the short side is ``short_side`` without the long side passing ``max_long_side``,
-        then round each side to the nearest multiple.
-        """
-        policy = self.manifest["input"].get("resize", {"mode": "stretch"})
-        if policy["mode"] == "stretch":
-            return self.input_size
-        h, w = image_size
-        scale = min(policy["short_side"] / min(h, w), policy["max_long_side"] / max(h, w))
-        m = policy["multiple"]
-        return max(m, round(h * scale / m) * m), max(m, round(w * scale / m) * m)
+        """The (height, width) an image of ``image_size`` is resized to (see :meth:`InputSpec.model_input_size`)."""
+        return self.manifest.input.model_input_size(image_size)
 
     @property
     def mean(self) -> tuple[float, float, float]:
-        return tuple(self.manifest["input"]["mean"])
+        return self.manifest.input.mean
 
     @property
     def std(self) -> tuple[float, float, float]:
-        return tuple(self.manifest["input"]["std"])
+        return self.manifest.input.std
 
     @property
     def output_stride(self) -> int:
-        return int(self.manifest["output"]["stride"])
+        return self.manifest.output.stride
 
     @property
     def default_backend(self) -> str:
         return BACKEND_OF_TARGET[self.target]
 
-    def artifact(self, backend: str) -> Path:
-        """The file ``backend`` should load: its own artifact, else the portable ONNX graph.
+    def artifact_name(self, backend: str) -> str:
+        """The listed file ``backend`` loads: its own artifact, else the portable ONNX graph.
 
         ONNX Runtime runs a ``tensorrt`` bundle's own graph (fp16 or Q/DQ int8 ONNX), as the exporter's
         parity check did where TensorRT is not installed.
         """
-        artifacts = self.manifest["artifacts"]
+        artifacts = self.manifest.artifacts
         if backend == "onnxruntime" and backend not in artifacts and "tensorrt" in artifacts:
-            return self.path / artifacts["tensorrt"]
-        return self.path / artifacts.get(backend, artifacts["onnx"])
+            return artifacts["tensorrt"]
+        return artifacts.get(backend, artifacts["onnx"])  # type: ignore[call-overload]
+
+    def loaded_files(self, backend: str) -> list[str]:
+        """Every file ``backend`` reads: the artifact, and an OpenVINO IR's weights beside it."""
+        name = self.artifact_name(backend)
+        return [name, name.rsplit(".", 1)[0] + ".bin"] if name.endswith(".xml") else [name]
+
+    def artifact(self, backend: str) -> Path:
+        """Path of the file ``backend`` loads, after checking that it and its companions are plain files here."""
+        for name in self.loaded_files(backend):
+            self._regular_file(name)
+        return self.path / self.artifact_name(backend)
 
     def runtime_config(self, backend: str) -> dict[str, Any]:
-        """Settings the exporter validated parity with (e.g. OpenVINO's precision hint)."""
-        return dict(self.manifest.get("runtime_config", {}).get(backend, {}))
+        """The allow-listed settings the exporter validated parity with (e.g. OpenVINO's precision hint)."""
+        return self.manifest.backend_config(backend)
 
-    def verify(self) -> None:
-        """Check every listed file exists with its recorded sha256."""
-        for name, meta in self.manifest["files"].items():
-            path = self.path / name
-            if not path.is_file():
-                raise BundleError(f"{self.path}: {name} is listed in the manifest but missing; re-export")
-            if sha256_of(path) != meta["sha256"]:
-                raise BundleError(f"{self.path}: {name} does not match its sha256 in the manifest; re-export")
+    def _regular_file(self, name: str) -> Path:
+        """``name`` inside the bundle, refused unless it is a regular file (a symbolic link could point anywhere)."""
+        path = self.path / name
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            raise BundleError(f"{self.path}: {name} is listed in the manifest but missing; re-export") from None
+        if not stat.S_ISREG(mode):
+            raise BundleError(f"{self.path}: {name} is not a regular file (a link or a folder); re-export the bundle")
+        return path
+
+    def verify(self, names: list[str] | None = None) -> None:
+        """Check files (default: every listed one) against the size and sha256 in the manifest."""
+        for name in self.manifest.files if names is None else names:
+            meta = self.manifest.files.get(name)
+            if meta is None:
+                raise BundleError(f"{self.path}: {name} is not listed in the manifest's files; re-export")
+            path = self._regular_file(name)
+            if path.stat().st_size != meta.bytes or sha256_of(path) != meta.sha256:
+                raise BundleError(f"{self.path}: {name} does not match its size and sha256 in the manifest; re-export")
 
 
 def describe_files(folder: Path, names: list[str]) -> dict[str, dict[str, Any]]:
@@ -156,25 +191,30 @@ def describe_files(folder: Path, names: list[str]) -> dict[str, dict[str, Any]]:
     return {n: {"bytes": (folder / n).stat().st_size, "sha256": sha256_of(folder / n)} for n in sorted(names)}
 
 
-def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
-    """Write ``manifest.json`` into ``folder``."""
+def write_manifest(folder: Path, manifest: Manifest | dict[str, Any]) -> Path:
+    """Validate ``manifest`` and write it as ``manifest.json`` into ``folder``."""
+    typed = manifest if isinstance(manifest, Manifest) else _validated(manifest, folder / MANIFEST)
     path = folder / MANIFEST
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    path.write_text(typed.to_json())
     return path
 
 
+def _validated(data: dict[str, Any], where: Path) -> Manifest:
+    try:
+        return parse_manifest(data, str(where))
+    except ManifestError as error:
+        raise BundleError(str(error)) from None
+
+
 def read_bundle(path: str | Path) -> Bundle:
-    """Open a bundle folder and check its format version."""
+    """Open a bundle folder and validate its manifest (see :mod:`edgeseg.manifest`)."""
     folder = Path(path)
     manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
+    if not folder.is_dir() or not manifest_path.is_file():
         raise BundleError(f"{folder} is not an edgeseg bundle (no {MANIFEST}); create one with `edgeseg export`")
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("format") != FORMAT:
-        raise BundleError(f"{manifest_path}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise BundleError(
-            f"{manifest_path}: format_version {manifest.get('format_version')} is not supported by this edgeseg "
-            f"(supports {FORMAT_VERSION}); re-export with this version"
-        )
-    return Bundle(folder, manifest)
+    if os.path.getsize(manifest_path) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{manifest_path} is over the {MAX_MANIFEST_BYTES} byte limit; it is not an edgeseg manifest")
+    try:
+        return Bundle(folder, decode_manifest(manifest_path.read_bytes(), str(manifest_path)))
+    except ManifestError as error:
+        raise BundleError(str(error)) from None

@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from edgeseg.manifest import PRECISIONS
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -41,6 +43,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from edgeseg.bundle import read_bundle
     from edgeseg.export import ExportRequest, export_bundle
     from edgeseg.imaging import parse_size
     from edgeseg.ladder import parse_gates
@@ -65,17 +68,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         auto_exclude=args.auto_exclude,
     )
     out = export_bundle(request)
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = read_bundle(out).manifest
     print(
-        f"wrote {out} ({manifest['precision']}, {manifest['model']['weights']} weights, "
-        f"{manifest['export']['nodes']} ONNX nodes)"
+        f"wrote {out} ({manifest.precision}, {manifest.model.weights} weights, {manifest.export['nodes']} ONNX nodes)"
     )
-    for name, meta in manifest["files"].items():
-        print(f"  {name:<16} {meta['bytes'] / 1e6:8.2f} MB")
-    print(_parity_summary(manifest["parity"]))
-    if "tensorrt" in manifest:
-        print(f"TensorRT: {manifest['tensorrt']['engine_build']}")
-        for version, command in manifest["tensorrt"]["trtexec"].items():
+    for name, meta in manifest.files.items():
+        print(f"  {name:<16} {meta.bytes / 1e6:8.2f} MB")
+    print(_parity_summary(manifest.parity))
+    if manifest.tensorrt is not None:
+        print(f"TensorRT: {manifest.tensorrt['engine_build']}")
+        for version, command in manifest.tensorrt["trtexec"].items():
             print(f"  {version}: {command}")
     return 0
 
@@ -141,7 +143,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
     from edgeseg.export.lint import format_findings, lint_onnx, load_graph
     from edgeseg.imaging import parse_size
 
-    graph = load_graph(args.source, parse_size(args.input_size), args.num_classes)
+    graph = load_graph(args.source, args.target, parse_size(args.input_size), args.num_classes)
     findings = lint_onnx(graph, args.target)
     print(f"{args.source} for {args.target}:")
     print(format_findings(findings))
@@ -248,9 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dynamic", action="store_true", help="one graph for every height and width that is a multiple of 32"
     )
     export.add_argument("--target", default="onnxruntime", choices=["onnx", "onnxruntime", "openvino", "tensorrt"])
-    export.add_argument(
-        "--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"], help="what the target artifact runs in"
-    )
+    export.add_argument("--precision", default="fp32", choices=PRECISIONS, help="what the target artifact runs in")
     export.add_argument("--calib", help="int8 calibration images: a folder, or a segmentation set (its train split)")
     export.add_argument("--calib-count", type=_positive_int, default=32, help="calibration images to use")
     export.add_argument(

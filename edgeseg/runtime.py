@@ -130,12 +130,13 @@ def load(
 ) -> Segmenter:
     """Open a bundle and load its model on ``backend`` (default: the bundle's target).
 
-    ``threads`` caps the backend's CPU threads (None: its default). ``verify`` checks every file against
-    the sha256 in the manifest first (raises :class:`~edgeseg.bundle.BundleError` on mismatch).
+    ``threads`` caps the backend's CPU threads (None: its default). ``verify`` checks the files the backend
+    loads against their size and sha256 in the manifest first (raises :class:`~edgeseg.bundle.BundleError` on
+    mismatch); without it, files are still confined to plain, listed names inside the bundle.
     """
     opened = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
-    if verify:
-        opened.verify()
     name = opened.default_backend if backend is None else backend
+    if verify:
+        opened.verify(opened.loaded_files(name))
     runner = create_runner(name, opened.artifact(name), threads=threads, config=_runner_config(opened, name))
     return Segmenter(opened, name, runner)

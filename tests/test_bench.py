@@ -7,68 +7,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 import edgeseg
 from edgeseg.bench import BOUNDARIES, BenchmarkError, _model_bytes, benchmark, format_table
 from edgeseg.bench.machine import machine_info
 from edgeseg.bench.stats import percentile, summarize
 from edgeseg.bench.timing import time_callable
-from edgeseg.bundle import describe_files, read_bundle, write_manifest
+from edgeseg.bundle import read_bundle
 
-H, W, C, STRIDE = 64, 96, 5, 8
-
-
-def _make_bundle(folder: Path) -> Path:
-    """A real one-Conv bundle: 1x3x64x96 → 1x5x8x12 logits, target onnx, fp32."""
-    rng = np.random.default_rng(0)
-    weight = numpy_helper.from_array(rng.standard_normal((C, 3, STRIDE, STRIDE)).astype(np.float32), "w")
-    bias = numpy_helper.from_array(rng.standard_normal(C).astype(np.float32), "b")
-    conv = helper.make_node("Conv", ["input", "w", "b"], ["logits"], kernel_shape=[8, 8], strides=[8, 8])
-    graph = helper.make_graph(
-        [conv],
-        "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, H, W])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, C, H // STRIDE, W // STRIDE])],
-        [weight, bias],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    folder.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, folder / "model.onnx")
-    write_manifest(
-        folder,
-        {
-            "format": "edgeseg-bundle",
-            "format_version": 1,
-            "model": {"name": "tiny", "num_classes": C, "weights": None, "params": 965, "macs": 92160},
-            "input": {
-                "name": "input",
-                "shape": [1, 3, H, W],
-                "layout": "NCHW",
-                "dtype": "float32",
-                "color": "RGB",
-                "mean": [123.675, 116.28, 103.53],
-                "std": [58.395, 57.12, 57.375],
-            },
-            "output": {
-                "name": "logits",
-                "shape": [1, C, H // STRIDE, W // STRIDE],
-                "layout": "NCHW",
-                "dtype": "float32",
-                "stride": STRIDE,
-                "kind": "logits",
-            },
-            "target": "onnx",
-            "precision": "fp32",
-            "artifacts": {"onnx": "model.onnx"},
-            "runtime_config": {},
-            "files": describe_files(folder, ["model.onnx"]),
-        },
-    )
-    return folder
+H, W = 64, 96  # the tiny bundle's input size (tests/conftest.py)
 
 
 # ---- stats -------------------------------------------------------------------------------------
@@ -143,13 +91,11 @@ def test_machine_info_fields() -> None:
         assert info["mem_total_mb"] > 0 and info["os"] == "Linux" and info["kernel"]
 
 
-def test_model_bytes_counts_ir_xml_and_bin(tmp_path: Path) -> None:
-    bundle_dir = _make_bundle(tmp_path / "b")
-    (bundle_dir / "model.xml").write_bytes(b"x" * 10)
-    (bundle_dir / "model.bin").write_bytes(b"x" * 32)
+def test_model_bytes_counts_ir_xml_and_bin(tiny_bundle) -> None:
+    bundle_dir = tiny_bundle("openvino")
     bundle = read_bundle(bundle_dir)
-    bundle.manifest["artifacts"]["openvino"] = "model.xml"
-    assert _model_bytes(bundle, "openvino") == 42
+    ir_bytes = sum((bundle_dir / name).stat().st_size for name in ("model.xml", "model.bin"))
+    assert _model_bytes(bundle, "openvino") == ir_bytes
     assert _model_bytes(bundle, "onnxruntime") == (bundle_dir / "model.onnx").stat().st_size
 
 
@@ -159,8 +105,8 @@ CASES = [(b, bd) for b in ("onnxruntime", "openvino") for bd in ("model", "end-t
 
 
 @pytest.fixture(scope="module")
-def records(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], dict]:
-    bundle_dir = _make_bundle(tmp_path_factory.mktemp("bench") / "tiny")
+def records(tiny_bundle) -> dict[tuple[str, str], dict]:
+    bundle_dir = tiny_bundle("onnx")
     return {
         (backend, boundary): benchmark(
             bundle_dir,
@@ -185,7 +131,7 @@ def test_benchmark_record(records: dict, backend: str, boundary: str) -> None:
         "edgeseg_version",
     }  # fmt: skip
     assert expected <= r.keys()
-    assert r["model"] == "tiny" and r["input_size"] == [H, W]
+    assert r["model"] == "tiny-conv" and r["input_size"] == [H, W]
     assert r["target"] == "onnx" and r["precision"] == "fp32"
     assert r["backend"] == backend and r["boundary"] == boundary
     assert r["threads"] == (1 if backend == "onnxruntime" else None)
@@ -217,7 +163,7 @@ def test_format_table(records: dict) -> None:
     assert rows[0]["machine"]["cpu_model"] in lines[0]
     header = "| model | input | backend | precision | threads | boundary | mean ms | std ms | p50 ms |"
     assert lines[2].startswith(header) and "| FPS | load s | first ms | peak RSS MB | size MB |" in lines[2]
-    body = [line for line in lines[4:] if line.startswith("| tiny |")]
+    body = [line for line in lines[4:] if line.startswith("| tiny-conv |")]
     assert len(body) == len(rows) == len(lines) - 4
     assert all(line.count("|") == lines[2].count("|") for line in body)
     assert "end-to-end 120x160" in text and "| default |" in text and "| 1 |" in text
@@ -230,8 +176,8 @@ def test_format_table_one_boundary_only(records: dict) -> None:
         format_table([])
 
 
-def test_benchmark_worker_failure_carries_stderr(tmp_path: Path) -> None:
-    bundle_dir = _make_bundle(tmp_path / "b")
+def test_benchmark_worker_failure_carries_stderr(tiny_bundle) -> None:
+    bundle_dir = tiny_bundle("onnx")
     with pytest.raises(BenchmarkError, match=r"latency pass failed \(exit code [1-9]\d*\): \w+Error") as err:
         benchmark(bundle_dir, backend="no-such-backend", warmup=0, iters=1)
     assert "--- worker stderr ---" in str(err.value) and "Traceback" in str(err.value)

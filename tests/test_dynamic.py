@@ -60,7 +60,7 @@ def test_dynamic_bundle_of_a_transformer_matches_pytorch_at_other_sizes(model_na
     )
     bundle = read_bundle(export_bundle(request))
     assert bundle.dynamic and bundle.input.shape == (1, 3, None, None)
-    checked = bundle.manifest["parity"]["results"]["openvino"]["by_size"]
+    checked = bundle.manifest.parity["results"]["openvino"]["by_size"]
     assert list(checked) == ["256x320", "192x384"] and all(r["max_abs"] <= 1e-4 for r in checked.values())
     torch.manual_seed(request.seed)
     model = models.create(model_name)

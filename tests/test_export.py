@@ -37,11 +37,11 @@ def test_bundle_passes_parity_and_describes_itself(afformer_bundle, target, size
     bundle.verify()
     manifest = bundle.manifest
     h, w = size
-    assert manifest["target"] == target and manifest["precision"] == "fp32"
-    assert manifest["input"]["shape"] == [1, 3, h, w] and manifest["input"]["color"] == "RGB"
-    assert manifest["output"]["shape"] == [1, 150, h // 8, w // 8] and manifest["output"]["stride"] == 8
-    assert set(manifest["artifacts"]) == {"onnx", target}
-    parity = manifest["parity"]
+    assert manifest.target == target and manifest.precision == "fp32"
+    assert manifest.input.shape == (1, 3, h, w) and manifest.input.color == "RGB"
+    assert manifest.output.shape == (1, 150, h // 8, w // 8) and manifest.output.stride == 8
+    assert set(manifest.artifacts) == {"onnx", target}
+    parity = manifest.parity
     assert parity["passed"] and set(parity["results"]) == {"onnx", target}
     for result in parity["results"].values():
         assert result["max_abs"] <= 1e-4
@@ -49,8 +49,8 @@ def test_bundle_passes_parity_and_describes_itself(afformer_bundle, target, size
     if target == "openvino":
         assert parity["results"]["openvino"]["settings"] == {"INFERENCE_PRECISION_HINT": "f32"}
         # fp32 IR: ov.save_model's default fp16 compression would halve this.
-        assert manifest["files"]["model.bin"]["bytes"] >= 4 * manifest["model"]["params"]
-    expected_files = {"manifest.json", *manifest["files"]}
+        assert manifest.files["model.bin"].bytes >= 4 * manifest.model.params
+    expected_files = {"manifest.json", *manifest.files}
     assert {p.name for p in bundle.path.iterdir()} == expected_files
 
 
@@ -105,7 +105,7 @@ def test_existing_output_needs_force_and_is_replaced_whole(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
     assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
     manifest = read_bundle(out).manifest
-    assert manifest["model"]["weights"] == "random" and "seed" in manifest["model"]["weights_note"]
+    assert manifest.model.weights == "random" and "seed" in manifest.model.weights_note
 
 
 @pytest.mark.parametrize("text", ["512", "0x64", "64x-1", "axb"])
@@ -122,15 +122,15 @@ def test_sizes_must_be_multiples_of_32(tmp_path):
 def test_manifest_records_checkpoint_provenance(afformer_bundle):
     golden = golden_dir("afformer_tiny")
     manifest = read_bundle(afformer_bundle("openvino", (256, 320))).manifest
-    checkpoint = manifest["model"]["checkpoint"]
-    assert manifest["model"]["weights"] == "checkpoint"
-    assert checkpoint["file"] == Path(golden / "checkpoint.pth").name
-    assert checkpoint["ignored_keys"] == [
+    checkpoint = manifest.model.checkpoint
+    assert manifest.model.weights == "checkpoint"
+    assert checkpoint.file == Path(golden / "checkpoint.pth").name
+    assert checkpoint.ignored_keys == [
         "decode_head.align.conv.weight",
         "decode_head.align.gn.weight",
         "decode_head.align.gn.bias",
     ]
-    assert {"torch", "onnx", "onnxruntime", "openvino", "edgeseg"} <= set(manifest["tools"])
+    assert {"torch", "onnx", "onnxruntime", "openvino", "edgeseg"} <= set(manifest.tools)
 
 
 def test_dynamic_export_is_refused_for_models_with_size_constants(tmp_path):
@@ -151,8 +151,8 @@ def test_other_families_pass_the_bundle_parity_gate(model_name, golden_name, siz
         model=model_name, out=tmp_path / "b", target="openvino", input_size=size, checkpoint=checkpoint
     )
     manifest = read_bundle(export_bundle(request)).manifest
-    assert manifest["parity"]["passed"] and set(manifest["parity"]["results"]) == {"onnx", "openvino"}
-    assert max(r["max_abs"] for r in manifest["parity"]["results"].values()) <= 1e-4
+    assert manifest.parity["passed"] and set(manifest.parity["results"]) == {"onnx", "openvino"}
+    assert max(r["max_abs"] for r in manifest.parity["results"].values()) <= 1e-4
     torch.manual_seed(ExportRequest.seed)  # CloFormer-seg's head is not in the ImageNet checkpoint: seeded init
     model = models.create(model_name, checkpoint=checkpoint)
     x = np.random.default_rng(3).standard_normal((1, 3, *size), dtype=np.float32)
@@ -165,5 +165,5 @@ def test_other_families_pass_the_bundle_parity_gate(model_name, golden_name, siz
 def test_bundle_paths_may_hold_commas_and_parentheses(tmp_path):
     out = tmp_path / "bundles, v1 (openvino)"
     request = ExportRequest(model="afformer-tiny", out=out, target="openvino", input_size=(64, 64))
-    assert read_bundle(export_bundle(request)).manifest["parity"]["passed"]
+    assert read_bundle(export_bundle(request)).manifest.parity["passed"]
     assert load(out).logits(np.zeros((1, 3, 64, 64), np.float32)).shape == (1, 150, 8, 8)

@@ -120,7 +120,7 @@ def test_tampered_file_fails_verification(bundle_copy: Path) -> None:
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    with pytest.raises(BundleError, match=r"model\.bin does not match its sha256"):
+    with pytest.raises(BundleError, match=r"model\.bin does not match its size and sha256"):
         edgeseg.runtime.load(bundle_copy)
     assert edgeseg.runtime.load(bundle_copy, verify=False).backend == "openvino"
 
@@ -134,7 +134,8 @@ def test_missing_file_fails_verification(bundle_copy: Path) -> None:
 def test_manifest_shape_must_match_the_model(bundle_copy: Path) -> None:
     manifest_path = bundle_copy / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    manifest["input"]["shape"] = [1, 3, 32, 32]
+    manifest["input"]["shape"] = [1, 3, 32, 32]  # a valid manifest that disagrees with its graph
+    manifest["input"]["example_size"] = manifest["input"]["resize"]["size"] = [32, 32]
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=r"input shape \(1, 3, 32, 32\) does not match"):
         edgeseg.runtime.load(bundle_copy)

@@ -101,7 +101,7 @@ def benchmark(
     memory = _probe(args, "memory")
     latency = summarize(timed["seconds"])
     fps = latency.pop("fps")
-    model = bundle.manifest["model"]
+    model = bundle.manifest.model
     return {
         "bundle": str(bundle.path),
         "model": bundle.model_name,
@@ -122,8 +122,8 @@ def benchmark(
         "peak_rss_mb": memory["peak_rss_mb"],
         "rss_mb": memory["rss_mb"],
         "torch_imported": timed["torch_imported"] or memory["torch_imported"],
-        "macs": model.get("macs"),
-        "params": model.get("params"),
+        "macs": model.macs,
+        "params": model.params,
         "machine": machine_info(threads),
         "edgeseg_version": edgeseg.__version__,
     }

@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from edgeseg.bundle import Bundle
 from edgeseg.image_io import read_image
 from edgeseg.imaging import normalize, resize_bilinear
+from edgeseg.manifest import InputSpec
 
 Preprocess = Callable[[np.ndarray], np.ndarray]
 
@@ -30,12 +29,11 @@ class ImageSet:
         return bool(self.labels) and all(label is not None for label in self.labels)
 
 
-def preprocessor(input_entry: dict[str, Any]) -> Preprocess:
-    """RGB uint8 image → 1×3×h×w float32, exactly as the runtime does for a bundle with this ``input`` entry."""
-    bundle = Bundle(Path(), {"input": input_entry})
+def preprocessor(spec: InputSpec) -> Preprocess:
+    """RGB uint8 image → 1×3×h×w float32, exactly as the runtime does for a bundle with this input ``spec``."""
 
     def preprocess(rgb: np.ndarray) -> np.ndarray:
-        return normalize(resize_bilinear(rgb, bundle.model_input_size(rgb.shape[:2])), bundle.mean, bundle.std)
+        return normalize(resize_bilinear(rgb, spec.model_input_size(rgb.shape[:2])), spec.mean, spec.std)
 
     return preprocess
 

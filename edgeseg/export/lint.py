@@ -595,20 +595,37 @@ def summary(findings: list[Finding]) -> str:
     return f"{errors} error(s), {len(findings) - errors} warning(s)" + (f" ({rules})" if rules else "")
 
 
-def load_graph(source: str, input_size: tuple[int, int] = (512, 512), num_classes: int = 150) -> onnx.ModelProto:
-    """An ONNX file (a path ending in .onnx or an existing file), or a registered model exported in memory."""
+def load_graph(
+    source: str, target: str, input_size: tuple[int, int] = (512, 512), num_classes: int = 150
+) -> onnx.ModelProto:
+    """The graph to lint: an ONNX file, a bundle folder (its ``target`` artifact), or a registered model name
+    exported in memory exactly as ``edgeseg export --target TARGET`` (fp32) writes it."""
     path = Path(source)
+    if path.is_dir():
+        from edgeseg.bundle import read_bundle
+
+        bundle = read_bundle(path)
+        return _read_onnx(bundle.artifact(target if target in bundle.manifest.artifacts else "onnx"))
     if path.suffix == ".onnx" or path.is_file():
         if not path.is_file():
             raise FileNotFoundError(f"{source} does not exist; pass an .onnx file or a name from `edgeseg models`")
+        return _read_onnx(path)
+    return _export_registered(source, target, input_size, num_classes)
+
+
+def _read_onnx(path: Path) -> onnx.ModelProto:
+    """An ONNX file, or a clear error when it is not one."""
+    if path.suffix != ".onnx":
+        raise ValueError(f"{path} is not an ONNX graph (.onnx); lint takes an .onnx file, a bundle or a model name")
+    try:
         return onnx.load(str(path))
-    return _export_registered(source, input_size, num_classes)
+    except Exception as error:  # protobuf raises DecodeError and others for a file that is not a graph
+        raise ValueError(f"{path} could not be read as an ONNX graph ({type(error).__name__}: {error})") from None
 
 
-def _export_registered(name: str, input_size: tuple[int, int], num_classes: int) -> onnx.ModelProto:
-    """The graph ``edgeseg export`` would write for model ``name`` (fused, dynamo, onnxslim), in memory."""
-    from edgeseg.export.onnx_graph import export_onnx, simplify
+def _export_registered(name: str, target: str, input_size: tuple[int, int], num_classes: int) -> onnx.ModelProto:
+    """The graph ``edgeseg export --target TARGET`` would write for model ``name`` at fp32, in memory."""
+    from edgeseg.export.graph import build_export_graph
     from edgeseg.models import create
-    from edgeseg.models.fusion import fuse_model
 
-    return simplify(export_onnx(fuse_model(create(name, num_classes=num_classes)), input_size))
+    return build_export_graph(create(name, num_classes=num_classes), target, "fp32", input_size).proto

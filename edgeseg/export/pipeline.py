@@ -7,7 +7,6 @@ import importlib.metadata
 import platform
 import shutil
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,23 +19,15 @@ import torch
 import edgeseg
 from edgeseg import bundle as bundle_format
 from edgeseg.export.calibration import calibration_set, parity_set, preprocessor, synthetic_source
-from edgeseg.export.onnx_graph import (
-    DEFAULT_OPSET,
-    INPUT_NAME,
-    OUTPUT_NAME,
-    ExportError,
-    export_onnx,
-    graph_shape,
-    op_histogram,
-    simplify,
-)
+from edgeseg.export.graph import build_export_graph
+from edgeseg.export.onnx_graph import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, ExportError, graph_shape, op_histogram
 from edgeseg.export.parity import ArtifactCheck, ParityError, random_inputs_at
 from edgeseg.export.sensitivity import auto_exclude, rank_nodes
-from edgeseg.export.targets import BUILDERS, ONNX_FILE, BuildOptions, check_precision, encoder_layout
+from edgeseg.export.targets import BUILDERS, ONNX_FILE, BuildOptions
 from edgeseg.files import replace_folder
 from edgeseg.ladder import gates_for
+from edgeseg.manifest import InputSpec, Manifest, check_precision
 from edgeseg.models import count_macs, count_params, create, get_spec, list_models
-from edgeseg.models.fusion import fuse_model
 
 TOOLS = ("torch", "onnx", "onnxscript", "onnxslim", "onnxruntime", "openvino", "numpy")
 
@@ -145,22 +136,19 @@ def _resize_policy(request: ExportRequest, multiple: int) -> dict[str, Any]:
     return {"mode": "keep_ratio", "short_side": short, "max_long_side": 4 * short, "multiple": multiple}
 
 
-def _input_entry(request: ExportRequest, proto: onnx.ModelProto) -> dict[str, Any]:
+def _input_spec(request: ExportRequest, proto: onnx.ModelProto) -> InputSpec:
     spec = get_spec(request.model)
-    return {
-        "name": INPUT_NAME,
-        "shape": graph_shape(proto.graph.input[0]),
-        "example_size": list(request.input_size),
-        "size_multiple": spec.input_multiple,
-        "resize": _resize_policy(request, spec.input_multiple),
-        "layout": "NCHW",
-        "dtype": "float32",
-        "color": "RGB",
-        "pixel_range": [0, 255],
-        "normalization": "(pixel - mean) / std",
-        "mean": list(spec.mean),
-        "std": list(spec.std),
-    }
+    return InputSpec.model_validate(
+        {
+            "name": INPUT_NAME,
+            "shape": graph_shape(proto.graph.input[0]),
+            "example_size": list(request.input_size),
+            "size_multiple": spec.input_multiple,
+            "resize": _resize_policy(request, spec.input_multiple),
+            "mean": list(spec.mean),
+            "std": list(spec.std),
+        }
+    )
 
 
 def _image_sources(request: ExportRequest, scratch: Path) -> tuple[Path | None, Path]:
@@ -174,7 +162,7 @@ def _image_sources(request: ExportRequest, scratch: Path) -> tuple[Path | None, 
     return (calib if wants_calibration else None), parity
 
 
-def _tensorrt_entry(graph: Path, request: ExportRequest, input_shape: list[int | None]) -> dict[str, Any]:
+def _tensorrt_entry(graph: Path, request: ExportRequest, input_shape: tuple[int | None, ...]) -> dict[str, Any]:
     """The manifest's ``tensorrt`` entry: lint verdict and the trtexec command lines for TensorRT 10 and 11."""
     from edgeseg.export.lint import lint_onnx
     from edgeseg.export.tensorrt import trtexec_commands
@@ -245,24 +233,19 @@ def _failure_message(request: ExportRequest, folder: Path, options: BuildOptions
     )
 
 
-def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> dict[str, Any]:
+def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> Manifest:
     """Fill ``folder`` with the bundle's files and return the manifest."""
     spec = get_spec(request.model)
     model = _build_model(request)
-    fused = fuse_model(model)
-    layout = None
-    if hasattr(fused, "set_encoder_layout"):
-        layout = encoder_layout(request.target, request.precision)
-        fused.set_encoder_layout(layout)
-
-    started = time.perf_counter()
     multiple = spec.input_multiple if request.dynamic else None
-    proto = simplify(export_onnx(fused, request.input_size, request.opset, dynamic_multiple=multiple))
-    export_seconds = time.perf_counter() - started
+    graph = build_export_graph(
+        model, request.target, request.precision, request.input_size, opset=request.opset, dynamic_multiple=multiple
+    )
+    proto = graph.proto
     onnx.save(proto, str(folder / ONNX_FILE))
 
-    input_entry = _input_entry(request, proto)
-    preprocess = preprocessor(input_entry)
+    input_spec = _input_spec(request, proto)
+    preprocess = preprocessor(input_spec)
     calib_source, parity_source = _image_sources(request, scratch)
 
     def name(source: Path) -> str:
@@ -297,8 +280,6 @@ def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> dict[s
         raise ParityError(_failure_message(request, folder, options, parity))
 
     manifest: dict[str, Any] = {
-        "format": bundle_format.FORMAT,
-        "format_version": bundle_format.FORMAT_VERSION,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "model": {
             "name": request.model,
@@ -310,16 +291,8 @@ def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> dict[s
             "macs": count_macs(model, request.input_size),
             "macs_input_size": list(request.input_size),
         },
-        "input": input_entry,
-        "output": {
-            "name": OUTPUT_NAME,
-            "shape": graph_shape(proto.graph.output[0]),
-            "layout": "NCHW",
-            "dtype": "float32",
-            "kind": "logits",
-            "stride": spec.output_stride,
-            "postprocess": "bilinear upsample (align_corners=False) to the image size, then argmax over classes",
-        },
+        "input": input_spec,
+        "output": {"name": OUTPUT_NAME, "shape": graph_shape(proto.graph.output[0]), "stride": spec.output_stride},
         "target": request.target,
         "precision": request.precision,
         "artifacts": artifacts.artifacts,
@@ -332,9 +305,9 @@ def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> dict[s
             "opset": request.opset,
             "simplifier": "onnxslim",
             "fused": "reparameterize(): BatchNorm folded into convs, exact branch merges (see the model's docs)",
-            "encoder_layout": layout,
+            "encoder_layout": graph.encoder_layout,
             "input_size": list(request.input_size),
-            "seconds": round(export_seconds, 2),
+            "seconds": round(graph.seconds, 2),
             "nodes": len(proto.graph.node),
             "ops": op_histogram(proto),
             "precision": {"precision": request.precision, **artifacts.details},
@@ -343,8 +316,8 @@ def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> dict[s
         "parity": parity,
     }
     if request.target == "tensorrt":
-        manifest["tensorrt"] = _tensorrt_entry(folder / artifacts.artifacts["tensorrt"], request, input_entry["shape"])
-    return manifest
+        manifest["tensorrt"] = _tensorrt_entry(folder / artifacts.artifacts["tensorrt"], request, input_spec.shape)
+    return Manifest.model_validate(manifest)
 
 
 def export_bundle(request: ExportRequest) -> Path:

@@ -10,17 +10,14 @@ from typing import Any
 import numpy as np
 import onnx
 
+from edgeseg.manifest import OPENVINO_HINTS
+
 ONNX_FILE = "model.onnx"
 ORT_FILE = "model.ort.onnx"
 FP16_FILE = "model.fp16.onnx"
 INT8_FILE = "model.int8.onnx"
 OPENVINO_FILE = "model.xml"
 OPENVINO_WEIGHTS = "model.bin"
-# OpenVINO on AVX512-BF16/AMX CPUs infers in bf16 unless told otherwise, so every bundle states its hint.
-# int8 runs the ops NNCF left in float in bf16 (where the CPU has it; f32 elsewhere): parity is measured
-# with bf16, the less accurate case.
-OPENVINO_HINTS = {"fp32": "f32", "fp16": "f32", "bf16": "bf16", "int8": "bf16"}
-
 # Models with equivalent encoder formulations (AFFormer) export the one measured fastest on each build.
 # AFFormer-tiny, 512², ms at 1 / 2 threads:
 # - ONNX Runtime: "channels" (B×C×H×W, LayerNormalization between transposes). tokens → channels:
@@ -38,28 +35,6 @@ BUILD_ENCODER_LAYOUTS = {
     ("openvino", "bf16"): "channels-reduce",
     ("openvino", "int8"): "channels-reduce",
 }
-
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-SUPPORTED = {
-    "onnx": ("fp32",),
-    "onnxruntime": ("fp32", "fp16", "int8"),
-    "openvino": ("fp32", "fp16", "bf16", "int8"),
-    "tensorrt": ("fp32", "fp16", "int8"),
-}
-UNSUPPORTED_BECAUSE = {
-    "onnx": "the onnx target is the portable fp32 graph; use --target onnxruntime, openvino or tensorrt",
-    "onnxruntime": "ONNX Runtime's CPU provider has no bf16 kernels (a bf16 graph fails to load with 'Could not "
-    "find an implementation'); use --target openvino --precision bf16, or fp16",
-    "tensorrt": "edgeseg writes fp16 and int8 graphs for TensorRT; use --precision fp16",
-}
-
-
-def check_precision(target: str, precision: str) -> None:
-    """Raise ValueError, saying why and what to use instead, when ``target`` cannot take ``precision``."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if precision not in SUPPORTED[target]:
-        raise ValueError(f"--target {target} does not support --precision {precision}: {UNSUPPORTED_BECAUSE[target]}")
 
 
 def encoder_layout(target: str, precision: str) -> str:

@@ -1,0 +1,363 @@
+"""The bundle manifest's schema: one typed model, written by export, validated on every load.
+
+Torch-free. The JSON Schema shipped in ``edgeseg/schemas/`` is generated from these classes
+(``python -m edgeseg.manifest``) and a test keeps it identical. Everything a manifest says is untrusted: every
+path is a plain file name inside the bundle, every number is bounded, and the runtime settings a backend receives
+come from an allow-list per backend.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
+
+FORMAT = "edgeseg-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SCHEMA_FILE = f"schemas/manifest-{FORMAT_VERSION}.schema.json"
+
+# Targets a bundle can name; "onnx" is the portable graph every bundle carries, run by ONNX Runtime.
+TARGETS = ("onnx", "onnxruntime", "openvino", "tensorrt")
+BACKEND_OF_TARGET = {
+    "onnx": "onnxruntime",
+    "onnxruntime": "onnxruntime",
+    "openvino": "openvino",
+    "tensorrt": "tensorrt",
+}
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+SUPPORTED_PRECISIONS: dict[str, tuple[str, ...]] = {
+    "onnx": ("fp32",),
+    "onnxruntime": ("fp32", "fp16", "int8"),
+    "openvino": ("fp32", "fp16", "bf16", "int8"),
+    "tensorrt": ("fp32", "fp16", "int8"),
+}
+UNSUPPORTED_BECAUSE = {
+    "onnx": "the onnx target is the portable fp32 graph; use --target onnxruntime, openvino or tensorrt",
+    "onnxruntime": "ONNX Runtime's CPU provider has no bf16 kernels (a bf16 graph fails to load with 'Could not "
+    "find an implementation'); use --target openvino --precision bf16, or fp16",
+    "tensorrt": "edgeseg writes fp16 and int8 graphs for TensorRT; use --precision fp16",
+}
+# OpenVINO on AVX512-BF16/AMX CPUs infers in bf16 unless told otherwise, so every bundle states its hint.
+# int8 runs the ops NNCF left in float in bf16 (where the CPU has it; f32 elsewhere): parity is measured
+# with bf16, the less accurate case. A manifest must state exactly the hint of its precision.
+OPENVINO_HINTS = {"fp32": "f32", "fp16": "f32", "bf16": "bf16", "int8": "bf16"}
+
+# Bounds on what a manifest may ask the runtime to allocate or compute.
+MAX_SIDE = 8192  # pixels, per side of a model input
+MAX_MULTIPLE = 1024
+MAX_STRIDE = 64
+MAX_CLASSES = 65535  # label maps are uint16 at most
+MAX_MANIFEST_BYTES = 16 << 20
+STD_RANGE = (1e-3, 1e4)
+MEAN_RANGE = (-1e3, 1e3)
+
+FileName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"),
+    Field(description="a plain file name inside the bundle folder: no separators, no '..', not hidden"),
+]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]
+Size = tuple[Side, Side]
+Mean = Annotated[float, Field(ge=MEAN_RANGE[0], le=MEAN_RANGE[1], allow_inf_nan=False)]
+Std = Annotated[float, Field(ge=STD_RANGE[0], le=STD_RANGE[1], allow_inf_nan=False)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class _Strict(BaseModel):
+    """Unknown fields are refused: a misspelt or injected key is an error, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StretchResize(_Strict):
+    """Static graphs: every image is stretched to the graph's one size."""
+
+    mode: Literal["stretch"]
+    size: Size
+
+
+class KeepRatioResize(_Strict):
+    """Dynamic graphs: mmseg's test rule, short side to ``short_side`` (long side at most ``max_long_side``)."""
+
+    mode: Literal["keep_ratio"]
+    short_side: Side
+    max_long_side: Side
+    multiple: Annotated[int, Field(ge=1, le=MAX_MULTIPLE)]
+
+    @model_validator(mode="after")
+    def _sides(self) -> KeepRatioResize:
+        if self.max_long_side < self.short_side:
+            raise ValueError(f"max_long_side {self.max_long_side} is below short_side {self.short_side}")
+        return self
+
+
+ResizeRule = Annotated[StretchResize | KeepRatioResize, Field(discriminator="mode")]
+Dim = Annotated[int, Field(ge=1, le=MAX_SIDE)] | None
+
+
+class InputSpec(_Strict):
+    """The graph input and the pre-processing that makes it from an RGB uint8 image."""
+
+    name: Name
+    shape: tuple[Literal[1], Literal[3], Dim, Dim]
+    example_size: Size
+    size_multiple: Annotated[int, Field(ge=1, le=MAX_MULTIPLE)] = 1
+    resize: ResizeRule
+    layout: Literal["NCHW"] = "NCHW"
+    dtype: Literal["float32"] = "float32"
+    color: Literal["RGB"] = "RGB"
+    pixel_range: tuple[Literal[0], Literal[255]] = (0, 255)
+    normalization: Literal["(pixel - mean) / std"] = "(pixel - mean) / std"
+    mean: tuple[Mean, Mean, Mean]
+    std: tuple[Std, Std, Std]
+
+    @property
+    def dynamic(self) -> bool:
+        """True when one graph takes every height and width that is a multiple of ``size_multiple``."""
+        return self.shape[2] is None or self.shape[3] is None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InputSpec:
+        if self.dynamic != (self.resize.mode == "keep_ratio"):
+            raise ValueError(
+                f"resize mode {self.resize.mode!r} does not fit a {'dynamic' if self.dynamic else 'static'} graph "
+                "(static graphs stretch to their size, dynamic ones keep the ratio)"
+            )
+        if not self.dynamic and (tuple(self.shape[2:]) != self.example_size or self.resize.size != self.example_size):
+            raise ValueError(f"a static graph's shape {self.shape}, example_size and resize.size must agree")
+        if any(side % self.size_multiple for side in self.example_size):
+            raise ValueError(f"example_size {self.example_size} is not a multiple of size_multiple")
+        if isinstance(self.resize, KeepRatioResize) and self.resize.multiple % self.size_multiple:
+            raise ValueError(f"resize.multiple {self.resize.multiple} is not a multiple of {self.size_multiple}")
+        return self
+
+    def model_input_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """The (height, width) an image of ``image_size`` is resized to before inference.
+
+        Static graphs take their one size. Dynamic graphs keep the image's aspect ratio (mmseg's test-time
+        rule): scale so the short side is ``short_side`` without the long side passing ``max_long_side``,
+        then round each side to the nearest multiple.
+        """
+        policy = self.resize
+        if isinstance(policy, StretchResize):
+            return policy.size
+        h, w = image_size
+        scale = min(policy.short_side / min(h, w), policy.max_long_side / max(h, w))
+        m = policy.multiple
+        return max(m, round(h * scale / m) * m), max(m, round(w * scale / m) * m)
+
+
+class OutputSpec(_Strict):
+    """The graph output: class logits at ``stride``; the runtime upsamples and takes the argmax."""
+
+    name: Name
+    shape: tuple[Literal[1], Annotated[int, Field(ge=1, le=MAX_CLASSES)], Dim, Dim]
+    layout: Literal["NCHW"] = "NCHW"
+    dtype: Literal["float32"] = "float32"
+    kind: Literal["logits"] = "logits"
+    stride: Annotated[int, Field(ge=1, le=MAX_STRIDE)]
+    postprocess: str = "bilinear upsample (align_corners=False) to the image size, then argmax over classes"
+
+
+class CheckpointInfo(_Strict):
+    """Where the weights came from and what loading them did."""
+
+    file: Name
+    sha256: Sha256
+    ignored_keys: list[str] = []
+    initialised_keys: list[str] = []
+    shared_module_copies: Annotated[int, Field(ge=0)] = 0
+
+
+class ModelInfo(_Strict):
+    """The model the bundle was exported from."""
+
+    name: Name
+    family: str | None = None
+    description: str | None = None
+    num_classes: Annotated[int, Field(ge=1, le=MAX_CLASSES)]
+    weights: Literal["random", "checkpoint"]
+    weights_note: str | None = None
+    checkpoint: CheckpointInfo | None = None
+    params: Annotated[int, Field(ge=0)] | None = None
+    macs: Annotated[int, Field(ge=0)] | None = None
+    macs_input_size: Size | None = None
+
+    @model_validator(mode="after")
+    def _weights(self) -> ModelInfo:
+        if (self.weights == "checkpoint") != (self.checkpoint is not None):
+            raise ValueError("weights 'checkpoint' and a checkpoint entry go together")
+        return self
+
+
+class FileEntry(_Strict):
+    """Size and sha256 of one bundle file, checked before the file is loaded."""
+
+    bytes: Annotated[int, Field(ge=0)]
+    sha256: Sha256
+
+
+class OpenVINOConfig(_Strict):
+    """Compile properties a bundle may set for OpenVINO's CPU plugin."""
+
+    INFERENCE_PRECISION_HINT: Literal["f32", "bf16", "f16"]
+
+
+class OnnxRuntimeConfig(_Strict):
+    """Session config entries a bundle may set for ONNX Runtime."""
+
+    session_intra_op_allow_spinning: Literal["0", "1"] | None = Field(
+        None, alias="session.intra_op.allow_spinning", serialization_alias="session.intra_op.allow_spinning"
+    )
+
+
+class TensorRTConfig(_Strict):
+    """Engine-build options a bundle may set for TensorRT (never a cache path: that is the user's choice)."""
+
+    workspace_mb: Annotated[int, Field(ge=1, le=1 << 20)] | None = None
+    tf32: bool | None = None
+    dynamic_range: tuple[Size, Size, Size] | None = None
+
+
+class RuntimeConfig(_Strict):
+    """Per-backend settings the exporter validated parity with; nothing else reaches a backend."""
+
+    onnxruntime: OnnxRuntimeConfig | None = None
+    openvino: OpenVINOConfig | None = None
+    tensorrt: TensorRTConfig | None = None
+
+
+class Manifest(_Strict):
+    """A bundle's ``manifest.json``. ``tools``, ``export``, ``parity`` and ``tensorrt`` are reports for people."""
+
+    format: Literal["edgeseg-bundle"] = FORMAT
+    format_version: Literal[1] = FORMAT_VERSION
+    created: str | None = None
+    model: ModelInfo
+    input: InputSpec
+    output: OutputSpec
+    target: Literal["onnx", "onnxruntime", "openvino", "tensorrt"]
+    precision: Literal["fp32", "fp16", "bf16", "int8"]
+    artifacts: dict[Literal["onnx", "onnxruntime", "openvino", "tensorrt"], FileName]
+    runtime_config: RuntimeConfig = RuntimeConfig()
+    files: dict[FileName, FileEntry]
+    tools: dict[str, str] = {}
+    export: dict[str, Any] = {}
+    parity: dict[str, Any] = {}
+    tensorrt: dict[str, Any] | None = None
+
+    @field_validator("files")
+    @classmethod
+    def _no_manifest_in_files(cls, files: dict[str, FileEntry]) -> dict[str, FileEntry]:
+        if MANIFEST in files:
+            raise ValueError(f"{MANIFEST} cannot list itself")
+        return files
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        if self.precision not in SUPPORTED_PRECISIONS[self.target]:
+            raise ValueError(f"target {self.target} does not take precision {self.precision}")
+        if "onnx" not in self.artifacts:
+            raise ValueError("artifacts must name the portable graph under 'onnx'")
+        for backend, name in self.artifacts.items():
+            needed = [name, name.rsplit(".", 1)[0] + ".bin"] if name.endswith(".xml") else [name]
+            unlisted = [n for n in needed if n not in self.files]
+            if unlisted:
+                raise ValueError(f"artifacts.{backend}: {', '.join(unlisted)} is not listed under files (unverifiable)")
+        hint = self.runtime_config.openvino
+        wanted = OPENVINO_HINTS[self.precision]
+        if self.target == "openvino" and (hint is None or wanted != hint.INFERENCE_PRECISION_HINT):
+            raise ValueError(
+                f"runtime_config.openvino.INFERENCE_PRECISION_HINT must be {wanted!r} for a "
+                f"{self.precision} openvino bundle (the hint its parity was checked with)"
+            )
+        if self.output.shape[1] != self.model.num_classes:
+            raise ValueError(f"output.shape {self.output.shape} does not have model.num_classes channels")
+        return self
+
+    def backend_config(self, backend: str) -> dict[str, Any]:
+        """The allow-listed settings for ``backend``, as the backend takes them."""
+        config = getattr(self.runtime_config, backend, None)
+        return {} if config is None else config.model_dump(by_alias=True, exclude_none=True)
+
+    def to_json(self) -> str:
+        """The manifest as written to ``manifest.json``."""
+        return json.dumps(self.model_dump(mode="json", by_alias=True, exclude_none=True), indent=2) + "\n"
+
+
+class ManifestError(ValueError):
+    """A manifest is malformed: the message names every offending field."""
+
+
+# One reader per supported format_version; a new version adds its reader (and migrates older ones) here.
+READERS = {1: Manifest.model_validate}
+
+
+def _field_errors(error: ValidationError) -> str:
+    lines = []
+    for e in error.errors()[:10]:
+        where = ".".join(str(part) for part in e["loc"]) or "(top level)"
+        lines.append(f"{where}: {e['msg'].removeprefix('Value error, ')}")
+    more = error.error_count() - len(lines)
+    return "; ".join(lines) + (f"; and {more} more" if more > 0 else "")
+
+
+def parse_manifest(data: Mapping[str, Any], where: str = MANIFEST) -> Manifest:
+    """Validate a decoded manifest against the schema of its ``format_version``."""
+    if not isinstance(data, Mapping):
+        raise ManifestError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    if data.get("format") != FORMAT:
+        raise ManifestError(f"{where}: format is {data.get('format')!r}, expected {FORMAT!r}")
+    version = data.get("format_version")
+    reader = READERS.get(version) if isinstance(version, int) and not isinstance(version, bool) else None
+    if reader is None:
+        raise ManifestError(
+            f"{where}: format_version {version!r} is not supported by this edgeseg (supports "
+            f"{', '.join(map(str, READERS))}); re-export the bundle with this version"
+        )
+    try:
+        return reader(data)
+    except ValidationError as error:
+        raise ManifestError(f"{where} is invalid: {_field_errors(error)}; re-export the bundle") from None
+
+
+def decode_manifest(text: bytes | str, where: str = MANIFEST) -> Manifest:
+    """Parse and validate ``manifest.json`` text (bounded size; NaN and Infinity are refused)."""
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{where} is {len(text)} bytes, over the {MAX_MANIFEST_BYTES} byte limit")
+
+    def refuse(constant: str) -> float:
+        raise ManifestError(f"{where}: {constant} is not a JSON number; re-export the bundle")
+
+    try:
+        data = json.loads(text, parse_constant=refuse)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+        raise ManifestError(f"{where} is not valid JSON ({error}); re-export the bundle") from None
+    return parse_manifest(data, where)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the current format version (what ``edgeseg/schemas/`` ships)."""
+    schema = Manifest.model_json_schema(by_alias=True, mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://edgeseg.invalid/{SCHEMA_FILE}"
+    return schema
+
+
+def check_precision(target: str, precision: str) -> None:
+    """Raise ValueError, saying why and what to use instead, when ``target`` cannot take ``precision``."""
+    if target not in SUPPORTED_PRECISIONS:
+        raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision not in SUPPORTED_PRECISIONS[target]:
+        raise ValueError(f"--target {target} does not support --precision {precision}: {UNSUPPORTED_BECAUSE[target]}")
+
+
+if __name__ == "__main__":
+    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
