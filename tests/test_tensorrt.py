@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -204,3 +206,13 @@ def test_cached_engine_without_tensorrt_writes_nothing(monkeypatch, tmp_path):
         cached_engine(onnx_path, EngineOptions())
     assert [p.name for p in onnx_path.parent.iterdir()] == ["model.onnx"]
     assert not (tmp_path / "home").exists()
+
+
+def test_engine_builder_and_runner_import_no_torch():
+    script = (
+        "import sys, edgeseg.runtimes.tensorrt, edgeseg.runtimes.tensorrt_engine; "
+        "leaked = [m for m in ('torch', 'edgeseg.models', 'edgeseg.export') if m in sys.modules]; "
+        "assert not leaked, leaked"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
