@@ -10,7 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from edgeseg.manifest import PRECISIONS
+from edgeseg.manifest import PRECISIONS, TARGETS
+from edgeseg.runtimes import BACKENDS
 
 
 def _positive_int(text: str) -> int:
@@ -249,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--dynamic", action="store_true", help="one graph for every height and width that is a multiple of 32"
     )
-    export.add_argument("--target", default="onnxruntime", choices=["onnx", "onnxruntime", "openvino", "tensorrt"])
+    export.add_argument("--target", default="onnxruntime", choices=TARGETS)
     export.add_argument("--precision", default="fp32", choices=PRECISIONS, help="what the target artifact runs in")
     export.add_argument("--calib", help="int8 calibration images: a folder, or a segmentation set (its train split)")
     export.add_argument("--calib-count", type=_positive_int, default=32, help="calibration images to use")
@@ -271,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lint = sub.add_parser("lint", help="check an ONNX graph (or a model's export) for a runtime's known hazards")
     lint.add_argument("source", metavar="MODEL|ONNX", help="an .onnx file, or a name from `edgeseg models`")
-    lint.add_argument("--target", required=True, choices=["onnxruntime", "openvino", "tensorrt"])
+    lint.add_argument("--target", required=True, choices=BACKENDS)
     lint.add_argument("--input-size", default="512x512", help="HEIGHTxWIDTH to export a model name at")
     lint.add_argument("--num-classes", type=_positive_int, default=150)
     lint.set_defaults(func=cmd_lint)
@@ -290,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("image")
     predict.add_argument("--out", required=True, help="PNG of class indices at the image's size")
     predict.add_argument("--color", action="store_true", help="write a colour palette PNG instead of indices")
-    predict.add_argument("--backend", choices=["onnxruntime", "openvino"])
+    predict.add_argument("--backend", choices=BACKENDS)
     predict.add_argument("--threads", type=_positive_int)
     predict.set_defaults(func=cmd_predict)
 
@@ -298,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("bundle")
     evaluation.add_argument("--data", required=True, help="dataset folder (dataset.json, images/, labels/)")
     evaluation.add_argument("--split", default="val", help="train, val or all")
-    evaluation.add_argument("--backend", choices=["onnxruntime", "openvino"])
+    evaluation.add_argument("--backend", choices=BACKENDS)
     evaluation.add_argument("--threads", type=_positive_int)
     evaluation.add_argument("--limit", type=_positive_int, help="evaluate the first N images of the split")
     evaluation.add_argument("--json", help="also write the report as JSON")
@@ -306,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="latency and peak memory of bundles, in fresh torch-free processes")
     bench.add_argument("bundles", nargs="+", metavar="BUNDLE")
-    bench.add_argument("--backend", choices=["onnxruntime", "openvino"])
+    bench.add_argument("--backend", choices=BACKENDS)
     bench.add_argument("--threads", type=_positive_int, nargs="*", help="one or more thread counts")
     bench.add_argument("--warmup", type=_positive_int, default=10)
     bench.add_argument("--iters", type=_positive_int, default=50)

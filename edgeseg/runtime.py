@@ -3,7 +3,9 @@
 >>> import edgeseg.runtime
 >>> seg = edgeseg.runtime.load("bundles/afformer-tiny")       # backend from the bundle's target
 >>> labels = seg.predict(rgb_uint8_image)                     # H×W class ids at the image's size
+>>> seg.close()                                               # or: with edgeseg.runtime.load(...) as seg:
 
+A ``Segmenter`` is safe to share between threads: concurrent calls give exactly the serial results.
 Needs numpy and the chosen backend's package only (never torch).
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -23,7 +26,11 @@ __all__ = ["Segmenter", "load"]
 
 
 class Segmenter:
-    """A bundle loaded on one backend: preprocessing, the model and label-map postprocessing."""
+    """A bundle loaded on one backend: preprocessing, the model and label-map postprocessing.
+
+    Thread-safe (its runner is; the pre- and postprocessing keep no state). ``close()`` or a ``with`` block
+    releases the model; calls after that raise :class:`~edgeseg.runtimes.RunnerClosedError`.
+    """
 
     def __init__(self, bundle: Bundle, backend: str, runner: Runner) -> None:
         for what, expected, got in (
@@ -60,7 +67,7 @@ class Segmenter:
         expected = tuple(self.bundle.input.shape)
         if not isinstance(x, np.ndarray) or x.dtype != np.float32 or not self._fits(x.shape):
             got = f"{x.dtype} array of shape {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
-            wanted = expected
+            wanted: object = expected
             if self.bundle.dynamic:
                 wanted = f"{expected[:2]} + (H, W), H and W multiples of {self.bundle.size_multiple}"
             raise ValueError(
@@ -98,13 +105,30 @@ class Segmenter:
         for frame in frames:
             yield self.predict(frame)
 
+    def close(self) -> None:
+        """Release the model once the calls in flight finish; closing twice is harmless."""
+        self.runner.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self.runner.closed
+
+    def __enter__(self) -> Segmenter:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         h, w = self.input_size
         size = f"dynamic, e.g. {h}x{w}" if self.bundle.dynamic else f"{h}x{w}"
         return (
             f"Segmenter(model={self.bundle.model_name!r}, backend={self.backend!r}, input={size}, "
             f"classes={self.num_classes}, precision={self.bundle.precision!r}, "
-            f"threads={self.runner.threads}, path={str(self.bundle.path)!r})"
+            f"threads={self.runner.threads}, path={str(self.bundle.path)!r}{', closed' if self.closed else ''})"
         )
 
 
@@ -133,10 +157,15 @@ def load(
     ``threads`` caps the backend's CPU threads (None: its default). ``verify`` checks the files the backend
     loads against their size and sha256 in the manifest first (raises :class:`~edgeseg.bundle.BundleError` on
     mismatch); without it, files are still confined to plain, listed names inside the bundle.
+    Close the Segmenter (or use it in a ``with`` block) to release the model.
     """
     opened = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
     name = opened.default_backend if backend is None else backend
     if verify:
         opened.verify(opened.loaded_files(name))
     runner = create_runner(name, opened.artifact(name), threads=threads, config=_runner_config(opened, name))
-    return Segmenter(opened, name, runner)
+    try:
+        return Segmenter(opened, name, runner)
+    except BaseException:
+        runner.close()
+        raise

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +19,8 @@ import pytest
 import edgeseg.runtime
 from edgeseg.bundle import BundleError, read_bundle
 from edgeseg.imaging import ImageError, labels_from_logits, normalize
-from edgeseg.runtimes import BACKENDS, Runner, available_backends, create_runner
+from edgeseg.runtimes import BACKENDS, Runner, RunnerClosedError, available_backends, create_runner
+from edgeseg.runtimes.tensorrt import TensorRTRunner
 
 REPO = Path(__file__).resolve().parents[1]
 IN_SHAPE, OUT_SHAPE = (1, 3, 64, 96), (1, 5, 8, 12)
@@ -66,6 +68,61 @@ def test_runner_matches_numpy_reference(
     again = runner.infer(random_input(1))  # the first result is the caller's, not a reused buffer
     np.testing.assert_allclose(out, tiny_conv(x), rtol=0, atol=1e-4)
     np.testing.assert_allclose(again, tiny_conv(random_input(1)), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize(("target", "backend", "artifact", "config"), RUNNER_CASES)
+def test_runner_closes_and_then_refuses_to_run(
+    tiny_bundle: MakeBundle, target: str, backend: str, artifact: str, config: dict
+) -> None:
+    path = tiny_bundle(target) / artifact
+    with create_runner(backend, path, config=config) as runner:
+        assert not runner.closed
+        runner.infer(random_input())
+    assert runner.closed and "closed" in repr(runner)
+    with pytest.raises(RunnerClosedError, match=rf"the {backend} runner of .*{artifact} is closed; load the model"):
+        runner.infer(random_input())
+    runner.close()  # closing twice is harmless
+    assert runner.closed
+
+
+@pytest.mark.parametrize(("target", "backend", "artifact", "config"), RUNNER_CASES)
+def test_close_waits_for_calls_in_flight(
+    tiny_bundle: MakeBundle, tiny_conv, target: str, backend: str, artifact: str, config: dict
+) -> None:
+    runner = create_runner(backend, tiny_bundle(target) / artifact, config=config)
+    x = random_input(3)
+    outcomes: list[object] = []
+    running = threading.Event()
+
+    def keep_calling() -> None:
+        while True:
+            try:
+                outcomes.append(runner.infer(x))
+            except RunnerClosedError as error:
+                outcomes.append(error)
+                return
+            if len(outcomes) == 3:
+                running.set()
+
+    caller = threading.Thread(target=keep_calling)
+    caller.start()
+    running.wait(timeout=60)
+    runner.close()
+    caller.join(timeout=60)
+    assert not caller.is_alive()
+    *results, last = outcomes
+    assert isinstance(last, RunnerClosedError) and len(results) >= 3
+    for out in results:  # every call that ran before close() finished with the right answer
+        np.testing.assert_allclose(out, tiny_conv(x), rtol=0, atol=1e-4)
+
+
+def test_every_backend_is_a_runner() -> None:
+    from edgeseg.runtimes.onnxruntime import OnnxRuntimeRunner
+    from edgeseg.runtimes.openvino import OpenVINORunner
+
+    assert all(issubclass(c, Runner) for c in (OnnxRuntimeRunner, OpenVINORunner, TensorRTRunner))
+    with pytest.raises(TypeError, match="abstract"):
+        Runner("model.onnx", None)  # type: ignore[abstract]
 
 
 def test_create_runner_errors(tiny_bundle: MakeBundle) -> None:
@@ -223,6 +280,16 @@ def test_logits_of_preprocessed_image(segmenter: edgeseg.runtime.Segmenter, tiny
     image = random_image(64, 96, seed=9)
     x = normalize(image.astype(np.float32), MEAN, STD)
     np.testing.assert_allclose(segmenter.logits(segmenter.preprocess(image)), tiny_conv(x), rtol=0, atol=1e-4)
+
+
+def test_segmenter_closes_its_runner(tiny_bundle: MakeBundle) -> None:
+    with edgeseg.runtime.load(tiny_bundle("openvino")) as seg:
+        assert seg.predict(random_image(64, 96)).shape == (64, 96)
+        assert not seg.closed
+    assert seg.closed and seg.runner.closed and repr(seg).endswith(", closed)")
+    with pytest.raises(RunnerClosedError, match="is closed; load the model again"):
+        seg.predict(random_image(64, 96))
+    seg.close()
 
 
 # ---- no torch ---------------------------------------------------------------------------------------

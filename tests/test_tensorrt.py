@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import importlib.util
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from edgeseg.export.tensorrt import build_engine, profile_shapes, trtexec_commands
 from edgeseg.runtimes import BACKENDS, BackendUnavailableError, available_backends, create_runner
-from edgeseg.runtimes.tensorrt import TensorRTRunner, cached_engine_path
+from edgeseg.runtimes.tensorrt import TensorRTRunner
+from edgeseg.runtimes.tensorrt_engine import EngineOptions, cached_engine, cached_engine_path, engine_cache_dir
 
 STATIC = (1, 3, 512, 512)
 DYNAMIC = (1, 3, None, None)
@@ -130,9 +133,86 @@ def test_tensorrt_is_registered_but_not_available_here():
     assert "tensorrt" not in available_backends()
 
 
-def test_engine_cache_name():
-    onnx_path = Path("/bundles/seg/model.fp16.onnx")
-    assert cached_engine_path(onnx_path, "10.3.0", "Orin") == Path("/bundles/seg/model.fp16.10.3.0.Orin.engine")
-    assert cached_engine_path(onnx_path, "11.4.0", "H100", Path("/cache")) == Path(
-        "/cache/model.fp16.11.4.0.H100.engine"
+SHA = "ab" * 32
+
+
+def test_engine_cache_defaults_to_edgeseg_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("EDGESEG_HOME", str(tmp_path / "home"))
+    assert engine_cache_dir() == tmp_path / "home" / "engines"
+    monkeypatch.delenv("EDGESEG_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert engine_cache_dir() == tmp_path / "user" / ".cache" / "edgeseg" / "engines"
+
+
+def test_engine_cache_name_is_content_version_and_gpu(monkeypatch, tmp_path):
+    monkeypatch.setenv("EDGESEG_HOME", str(tmp_path))
+    path = cached_engine_path(SHA, "10.3.0", "Orin", EngineOptions())
+    assert path.parent == tmp_path / "engines"
+    assert path.name == f"{SHA}.{EngineOptions().build_digest()}.trt-10.3.0.Orin.engine"
+    elsewhere = cached_engine_path(SHA, "11.4.0", "NVIDIA H100 80GB/HBM3", EngineOptions(cache_dir=Path("/cache")))
+    assert elsewhere.parent == Path("/cache") and elsewhere.name.endswith(".trt-11.4.0.NVIDIA-H100-80GB-HBM3.engine")
+    with pytest.raises(ValueError, match="64 lowercase hex digits"):
+        cached_engine_path("../../etc/passwd", "10.3.0", "Orin", EngineOptions())
+
+
+def test_engine_cache_name_changes_with_every_build_option():
+    names = {
+        cached_engine_path(SHA, "10.3.0", "Orin", options).name
+        for options in (
+            EngineOptions(),
+            EngineOptions(tf32=True),
+            EngineOptions(workspace_mb=512),
+            EngineOptions(dynamic_range=RANGE),
+            EngineOptions(dynamic_range=((256, 256), (512, 512), (1024, 1024))),
+        )
+    }
+    assert len(names) == 5
+    assert EngineOptions(cache_dir=Path("/a")).build_digest() == EngineOptions().build_digest()
+
+
+def test_engine_options_from_a_manifest_config():
+    options = EngineOptions.from_config(
+        {"dynamic_range": [[256, 256], [512, 512], [1024, 2048]], "workspace_mb": 256, "tf32": True, "cache_dir": "~/e"}
     )
+    assert options == EngineOptions(256, RANGE, True, Path("~/e").expanduser())
+    assert EngineOptions.from_config(None) == EngineOptions()
+
+
+@pytest.mark.parametrize(
+    ("config", "says"),
+    [
+        ({"precision": "fp16"}, "unknown tensorrt config key"),
+        ({"workspace_mb": 0}, "workspace_mb must be a positive int"),
+        ({"workspace_mb": "512"}, "workspace_mb must be a positive int"),
+        ({"tf32": "yes"}, "tf32 must be true or false"),
+        ({"cache_dir": 3}, "cache_dir must be a folder path"),
+        ({"dynamic_range": [[256, 256], [512, 512]]}, r"dynamic_range must be \[\[min_h"),
+        ({"dynamic_range": [[256, 256], [512, -1], [1024, 1024]]}, "positive ints"),
+        ({"dynamic_range": [[256, 256], [512, True], [1024, 1024]]}, "positive ints"),
+    ],
+)
+def test_bad_engine_options_are_refused(config, says):
+    with pytest.raises(ValueError, match=says):
+        EngineOptions.from_config(config)
+
+
+@needs_no_tensorrt
+def test_cached_engine_without_tensorrt_writes_nothing(monkeypatch, tmp_path):
+    monkeypatch.setenv("EDGESEG_HOME", str(tmp_path / "home"))
+    onnx_path = tmp_path / "bundle" / "model.onnx"
+    onnx_path.parent.mkdir()
+    onnx_path.write_bytes(b"not a graph")
+    with pytest.raises(BackendUnavailableError, match="TensorRT is not installed"):
+        cached_engine(onnx_path, EngineOptions())
+    assert [p.name for p in onnx_path.parent.iterdir()] == ["model.onnx"]
+    assert not (tmp_path / "home").exists()
+
+
+def test_engine_builder_and_runner_import_no_torch():
+    script = (
+        "import sys, edgeseg.runtimes.tensorrt, edgeseg.runtimes.tensorrt_engine; "
+        "leaked = [m for m in ('torch', 'edgeseg.models', 'edgeseg.export') if m in sys.modules]; "
+        "assert not leaked, leaked"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

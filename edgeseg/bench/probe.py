@@ -76,8 +76,15 @@ def _resident_mb() -> dict[str, float | None]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run one pass and return its JSON-able record."""
     start = time.perf_counter()
-    seg = runtime.load(args.bundle, args.backend, args.threads)
-    load_s = time.perf_counter() - start
+    with runtime.load(args.bundle, args.backend, args.threads) as seg:
+        load_s = time.perf_counter() - start
+        record = _measure(seg, args, load_s)
+    record["torch_imported"] = "torch" in sys.modules
+    return record
+
+
+def _measure(seg: runtime.Segmenter, args: argparse.Namespace, load_s: float) -> dict[str, Any]:
+    """The requested measurement of the loaded ``seg``."""
     fn = _workload(seg, args.boundary, args.image_size)
     record: dict[str, Any] = {
         "mode": args.mode,
@@ -96,7 +103,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(MEMORY_RUNS):
             fn()
         record.update(_resident_mb())
-    record["torch_imported"] = "torch" in sys.modules
     return record
 
 

@@ -6,19 +6,19 @@ TensorRT 10's trtexec has ``--stronglyTyped`` (added in 9.1, present in every 10
 weakly typed TensorRT 10 line (builder precision flags) is the fallback for TensorRT before 9.1 (JetPack 5 ships
 8.5), which lacks ``--stronglyTyped``; there TensorRT may pick other precisions than the graph's.
 
-Needs no GPU to write commands; :func:`build_engine` (defined torch-free in :mod:`edgeseg.runtimes.tensorrt`,
-which builds engines for ONNX bundles too) needs the tensorrt package and an NVIDIA GPU.
+Needs no GPU to write commands; :func:`build_engine` (defined torch-free in :mod:`edgeseg.runtimes.tensorrt_engine`,
+which builds and caches engines for ONNX bundles too) needs the tensorrt package and an NVIDIA GPU.
 """
 
 from __future__ import annotations
 
 import shlex
 
-from edgeseg.runtimes.tensorrt import HW, EngineBuildError, build_engine, profile_shapes
+from edgeseg.manifest import PRECISIONS
+from edgeseg.runtimes.tensorrt_engine import HW, EngineBuildError, build_engine, profile_shapes
 
-__all__ = ["PRECISIONS", "EngineBuildError", "build_engine", "profile_shapes", "trtexec_commands"]
+__all__ = ["EngineBuildError", "build_engine", "profile_shapes", "trtexec_commands"]
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 # TensorRT 8.x-10.x builder flags that let a weakly typed build use the graph's reduced precision.
 WEAK_FLAGS = {"fp32": (), "fp16": ("--fp16",), "bf16": ("--bf16",), "int8": ("--int8",)}
 
@@ -57,8 +57,8 @@ def trtexec_commands(
         build.append("--noTF32")
     benchmark = ["trtexec", f"--loadEngine={engine_file}"]
     if profile is not None:
-        batch, channels, height, width = shape
-        example = (batch or 1, channels, height or example_hw[0], width or example_hw[1])
+        batch, channels = profile[1][:2]
+        example = (batch, channels, shape[2] or example_hw[0], shape[3] or example_hw[1])
         benchmark.append(f"--shapes={_shape_spec(input_name, example)}")
     return {
         "tensorrt-11": shlex.join(build),

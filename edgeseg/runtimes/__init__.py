@@ -1,20 +1,28 @@
 """Interchangeable inference backends; each lives in its own module and imports its package lazily.
 
-To add a backend (e.g. ``tensorrt``), write ``edgeseg/runtimes/<name>.py`` with a class following
-:class:`~edgeseg.runtimes.base.Runner` and register it in ``_RUNNERS``.
+To add a backend, write ``edgeseg/runtimes/<name>.py`` with a subclass of :class:`~edgeseg.runtimes.base.Runner`
+(constructor ``(path, threads=None, config=None)``) and register it in ``_RUNNERS``. Every runner is safe to share
+between threads and is closed with ``close()`` or a ``with`` block.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from edgeseg.runtimes.base import BackendUnavailableError, Runner
+from edgeseg.runtimes.base import BackendUnavailableError, Runner, RunnerClosedError
 
-__all__ = ["BACKENDS", "BackendUnavailableError", "Runner", "available_backends", "create_runner"]
+__all__ = [
+    "BACKENDS",
+    "BackendUnavailableError",
+    "Runner",
+    "RunnerClosedError",
+    "available_backends",
+    "create_runner",
+]
 
 # backend name -> (module defining its runner, runner class, Python package it needs)
 _RUNNERS: dict[str, tuple[str, str, str]] = {
@@ -41,5 +49,5 @@ def create_runner(
     if backend not in _RUNNERS:
         raise ValueError(f"unknown backend {backend!r}; known backends: {', '.join(BACKENDS)}")
     module_name, class_name, _ = _RUNNERS[backend]
-    runner_class = getattr(importlib.import_module(module_name), class_name)
+    runner_class: Callable[..., Runner] = getattr(importlib.import_module(module_name), class_name)
     return runner_class(path, threads=threads, config=config)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg.runtimes.base import BackendUnavailableError, check_threads, model_shape
+from edgeseg.runtimes.base import BackendUnavailableError, Runner
 
 
 def _import_onnxruntime() -> Any:
@@ -22,20 +22,23 @@ def _import_onnxruntime() -> Any:
     return onnxruntime
 
 
-class OnnxRuntimeRunner:
+class OnnxRuntimeRunner(Runner):
     """An ONNX graph in an ONNX Runtime InferenceSession on the CPU.
 
     ``threads`` sets the intra-op thread pool (ORT's default: one per physical core); inter-op parallelism is
     off (sequential execution). ``config`` entries are passed as session config entries, e.g.
     ``{"session.intra_op.allow_spinning": "0"}``.
+
+    Thread-safe without a lock: ONNX Runtime documents that multiple threads may call ``Run`` on the same
+    InferenceSession concurrently (https://onnxruntime.ai/docs/get-started/with-c.html, "Features": "Multiple
+    threads can invoke the Run() method on the same inference session object"); every call gets its own output.
     """
 
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, threads: int | None = None, config: Mapping[str, Any] | None = None) -> None:
+        super().__init__(path, threads)
         ort = _import_onnxruntime()
-        self.path = Path(path)
-        self.threads = check_threads(threads)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -46,14 +49,15 @@ class OnnxRuntimeRunner:
             options.add_session_config_entry(str(key), str(value))
         self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=["CPUExecutionProvider"])
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(f"{self.path}: expected one input and one output, got {len(inputs)} and {len(outputs)}")
+        self._record_io([i.shape for i in inputs], [o.shape for o in outputs])
         self._input_name, self._output_name = inputs[0].name, outputs[0].name
-        self.input_shape = model_shape(inputs[0].shape)
-        self.output_shape = model_shape(outputs[0].shape)
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
+    def _infer(self, x: np.ndarray) -> np.ndarray:
         """Run the session on ``x`` (made contiguous float32) and return the float32 output."""
         feed = {self._input_name: np.ascontiguousarray(x, dtype=np.float32)}
         (out,) = self._session.run([self._output_name], feed)
         return np.asarray(out, dtype=np.float32)
+
+    def _release(self) -> None:
+        """Drop the session (ONNX Runtime frees it with its last reference)."""
+        del self._session

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgeseg.runtimes.base import BackendUnavailableError, check_threads, model_shape
+from edgeseg.runtimes.base import BackendUnavailableError, Runner
 
 
 def _import_openvino() -> Any:
@@ -20,41 +21,54 @@ def _import_openvino() -> Any:
     return openvino
 
 
-def _shape(port: Any) -> tuple[int | None, ...]:
-    """Shape of an OpenVINO model port; None for a dynamic dimension."""
-    return model_shape(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+def _dims(port: Any) -> list[int | None]:
+    """Dimensions of an OpenVINO model port; None for a dynamic one."""
+    return [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
 
 
-class OpenVINORunner:
-    """A model compiled for OpenVINO's CPU plugin with a latency hint and a single infer request.
+class OpenVINORunner(Runner):
+    """A model compiled for OpenVINO's CPU plugin with a latency hint, and a pool of infer requests.
 
     ``threads`` sets ``INFERENCE_NUM_THREADS``; ``config`` adds compile properties. Pass
     ``{"INFERENCE_PRECISION_HINT": "f32"}`` for fp32 results: on CPUs with bf16/AMX support OpenVINO
     otherwise runs in bf16.
+
+    Thread-safe: a compiled model may be used from several threads, but an infer request runs one inference
+    at a time and holds its input and output tensors (OpenVINO raises "Infer Request is busy", or a caller
+    reads another caller's output). So each call takes an idle request from a pool, or creates one when every
+    request is in use, and returns a copy of its own output; the pool grows to the number of concurrent
+    callers. The same requests can serve a pipelined (``start_async``) mode later.
     """
 
     name = "openvino"
 
     def __init__(self, path: str | Path, threads: int | None = None, config: Mapping[str, Any] | None = None) -> None:
+        super().__init__(path, threads)
         ov = _import_openvino()
-        self.path = Path(path)
-        self.threads = check_threads(threads)
         core = ov.Core()
         model = core.read_model(str(self.path))
-        if len(model.inputs) != 1 or len(model.outputs) != 1:
-            raise ValueError(
-                f"{self.path}: expected one input and one output, got {len(model.inputs)} and {len(model.outputs)}"
-            )
+        self._record_io([_dims(p) for p in model.inputs], [_dims(p) for p in model.outputs])  # before compiling
         properties: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
         if self.threads is not None:
             properties["INFERENCE_NUM_THREADS"] = self.threads
         properties.update(config or {})
         self._compiled = core.compile_model(model, "CPU", properties)
-        self.input_shape = _shape(self._compiled.input(0))
-        self.output_shape = _shape(self._compiled.output(0))
-        self._request = self._compiled.create_infer_request()
+        self._idle_requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for _ in range(int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))):
+            self._idle_requests.put(self._compiled.create_infer_request())
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        """Run the infer request on ``x`` (made contiguous float32) and return a copy of the output."""
-        self._request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
-        return np.array(self._request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        """Run ``x`` (made contiguous float32) on an infer request of its own and return a copy of the output."""
+        try:
+            request = self._idle_requests.get_nowait()
+        except queue.Empty:
+            request = self._compiled.create_infer_request()
+        try:
+            request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+            return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        finally:
+            self._idle_requests.put(request)
+
+    def _release(self) -> None:
+        """Drop the infer requests and the compiled model (OpenVINO frees them with their last reference)."""
+        del self._idle_requests, self._compiled

@@ -1,0 +1,55 @@
+"""The CLI's ``--target`` and ``--backend`` choices come from the registries; fast, in-process."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgeseg.bundle import TARGETS
+from edgeseg.cli import build_parser, main
+from edgeseg.runtimes import BACKENDS
+
+MakeBundle = Callable[..., Path]
+
+
+def choices(command: str, option: str) -> tuple[str, ...]:
+    """The choices of ``option`` of the sub-command ``command``."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    action = next(a for a in sub.choices[command]._actions if option in a.option_strings)
+    return tuple(action.choices or ())
+
+
+def test_choices_come_from_the_registries() -> None:
+    assert choices("export", "--target") == TARGETS
+    assert choices("lint", "--target") == BACKENDS
+    for command in ("predict", "eval", "bench"):
+        assert choices(command, "--backend") == BACKENDS
+    assert "tensorrt" in BACKENDS
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed here")
+def test_predict_on_tensorrt_explains_how_to_install_it(
+    tiny_bundle: MakeBundle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = tmp_path / "in.png"
+    Image.fromarray(np.zeros((64, 96, 3), np.uint8)).save(image)
+    code = main(["predict", str(tiny_bundle()), str(image), "--out", str(tmp_path / "m.png"), "--backend", "tensorrt"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("edgeseg predict: error: TensorRT is not installed") and "pip install tensorrt" in error
+    assert not (tmp_path / "m.png").exists()
+
+
+def test_cli_imports_without_torch() -> None:
+    script = "import sys, edgeseg.cli; edgeseg.cli.build_parser(); assert 'torch' not in sys.modules, 'torch'"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
