@@ -68,7 +68,9 @@ def _open(path: Path, max_pixels: int | None) -> Iterator[Any]:
             image = image_module.open(path, formats=IMAGE_FORMATS)
     except image_module.DecompressionBombError as error:
         raise ImageFileError(
-            path, f"is larger than Pillow's own limit ({error}); raise PIL.Image.MAX_IMAGE_PIXELS"
+            path,
+            f"is too large ({error}); edgeseg reads at most {limit:,} pixels ({MAX_PIXELS_ENV} or max_pixels= "
+            "raise that; beyond Pillow's limit raise PIL.Image.MAX_IMAGE_PIXELS too)",
         ) from None
     except _DECODE_ERRORS as error:
         raise ImageFileError(

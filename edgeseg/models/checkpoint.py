@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import re
 import struct
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -81,7 +82,9 @@ def _load_file(path: Path) -> object:
                 "it may be truncated or corrupt: download it again"
             ) from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a corrupt file's odd protocol byte is reported by the error below
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except _TORCH_LOAD_ERRORS as error:
         raise CheckpointError(
             f"checkpoint {path} is not a readable PyTorch checkpoint of tensors ({_short_error(error)}); it may be "
