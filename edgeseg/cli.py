@@ -234,9 +234,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from edgeseg.runtime import load
 
     out = _mask_path(args.out, args.image)
-    image = read_image(args.image)
     segmenter = load(args.bundle, backend=args.backend, threads=args.threads)
-    labels = segmenter.predict(image)
+    labels = segmenter.predict(read_image(args.image))
     write_label_png(out, labels, colorize=args.color)
     classes = len(set(labels.ravel().tolist()))
     print(f"wrote {out}: {labels.shape[1]}x{labels.shape[0]} labels, {classes} classes present ({segmenter.backend})")
