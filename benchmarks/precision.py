@@ -60,7 +60,7 @@ def trained(model: str, data: Path) -> tuple[Path, dict[str, Any]]:
     checkpoint = WORK / f"{model}-{data.name}.pth"
     if not checkpoint.is_file():
         edgeseg("train", "--model", model, "--data", str(data), "--out", str(checkpoint))
-    meta = torch.load(checkpoint, map_location="cpu", weights_only=False).get("meta", {})
+    meta = torch.load(checkpoint, map_location="cpu", weights_only=True).get("meta", {})
     return checkpoint, meta
 
 

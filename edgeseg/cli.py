@@ -7,18 +7,119 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from pathlib import Path
 
 from edgeseg.manifest import PRECISIONS, TARGETS
 from edgeseg.runtimes import BACKENDS
 
+# More threads than this many per core only adds contention (and tens of thousands crash the runtimes).
+THREADS_PER_CORE = 4
+# Label PNGs hold 16-bit class indices.
+MAX_CLASSES = 65536
+MIN_OPSET = 18
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
     return value
+
+
+def _threads(text: str) -> int:
+    """A thread count from 1 to :data:`THREADS_PER_CORE` × the cores of this machine."""
+    value = _positive_int(text)
+    cores = os.cpu_count() or 1
+    if value > THREADS_PER_CORE * cores:
+        raise argparse.ArgumentTypeError(
+            f"{text} threads is more than {THREADS_PER_CORE}× this machine's {cores} cores; "
+            f"give at most {THREADS_PER_CORE * cores}"
+        )
+    return value
+
+
+def _num_classes(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_CLASSES:
+        raise argparse.ArgumentTypeError(f"{text} classes is more than the {MAX_CLASSES} that label maps can hold")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _whole_number(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"seed {text} is not between 0 and 2**32 - 1")
+    return value
+
+
+def _opset(text: str) -> int:
+    """An ONNX opset edgeseg exports: 18 up to the newest the installed onnx package knows."""
+    value = _whole_number(text)
+    try:
+        from onnx.defs import onnx_opset_version
+    except ImportError:
+        newest = None
+    else:
+        newest = onnx_opset_version()
+    if value < MIN_OPSET or (newest is not None and value > newest):
+        raise argparse.ArgumentTypeError(f"opset {text} is not between {MIN_OPSET} and {newest or 'the newest'}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _finite_float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1 (exclusive)")
+    return value
+
+
+def _size(text: str) -> str:
+    """A HEIGHTxWIDTH text, checked here and parsed by the command."""
+    from edgeseg.imaging import parse_size
+
+    try:
+        parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def _gate(text: str) -> str:
+    """A RUNG=VALUE parity gate, checked here and parsed by the command."""
+    from edgeseg.ladder import parse_gates
+
+    try:
+        parse_gates([text])
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def _write_json(path: str | None, data: object) -> None:
@@ -115,17 +216,32 @@ def cmd_convert_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mask_path(out: str, image: str) -> Path:
+    """Where ``predict`` writes: ``--out``, or ``<image name>.png`` inside ``--out`` when that is a folder."""
+    path = Path(out)
+    if path.is_dir():
+        path = path / f"{Path(image).stem or 'mask'}.png"
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"--out {out}: the mask is written as PNG; give a file ending in .png, or a folder")
+    if path.is_dir():
+        raise ValueError(f"--out {out}: {path} is a folder; give a file ending in .png")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"--out {out}: folder {path.parent} does not exist; create it first")
+    if path.exists() and Path(image).exists() and path.resolve() == Path(image).resolve():
+        raise ValueError(f"--out {out} is the input image; give another file")
+    return path
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from edgeseg.image_io import read_image, write_label_png
     from edgeseg.runtime import load
 
+    out = _mask_path(args.out, args.image)
     segmenter = load(args.bundle, backend=args.backend, threads=args.threads)
     labels = segmenter.predict(read_image(args.image))
-    write_label_png(args.out, labels, colorize=args.color)
+    write_label_png(out, labels, colorize=args.color)
     classes = len(set(labels.ravel().tolist()))
-    print(
-        f"wrote {args.out}: {labels.shape[1]}x{labels.shape[0]} labels, {classes} classes present ({segmenter.backend})"
-    )
+    print(f"wrote {out}: {labels.shape[1]}x{labels.shape[0]} labels, {classes} classes present ({segmenter.backend})")
     return 0
 
 
@@ -207,9 +323,9 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     synthetic = kinds.add_parser("synthetic", help="procedural textured shapes of 5 classes over textured backgrounds")
     synthetic.add_argument("--out", required=True, help="dataset folder to write")
     synthetic.add_argument("--count", required=True, type=_positive_int, help="number of images")
-    synthetic.add_argument("--size", required=True, help="HEIGHTxWIDTH of every image, e.g. 512x512")
-    synthetic.add_argument("--seed", type=int, default=0, help="same seed, same files")
-    synthetic.add_argument("--val-fraction", type=float, default=0.2, help="share of the images held back for val")
+    synthetic.add_argument("--size", required=True, type=_size, help="HEIGHTxWIDTH of every image, e.g. 512x512")
+    synthetic.add_argument("--seed", type=_seed, default=0, help="same seed, same files")
+    synthetic.add_argument("--val-fraction", type=_fraction, default=0.2, help="share of the images held back for val")
     synthetic.add_argument("--force", action="store_true", help="replace an existing folder")
     synthetic.set_defaults(func=cmd_data_synthetic)
 
@@ -225,10 +341,10 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--out", required=True, help="checkpoint (.pth) to write")
     train.add_argument("--steps", type=_positive_int, help="optimisation steps")
     train.add_argument("--batch-size", type=_positive_int, help="crops per step")
-    train.add_argument("--crop", help="HEIGHTxWIDTH of the random training crops")
-    train.add_argument("--lr", type=float, help="peak AdamW learning rate")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--threads", type=_positive_int, help="torch threads (default: every core)")
+    train.add_argument("--crop", type=_size, help="HEIGHTxWIDTH of the random training crops")
+    train.add_argument("--lr", type=_positive_float, help="peak AdamW learning rate")
+    train.add_argument("--seed", type=_seed, default=0)
+    train.add_argument("--threads", type=_threads, help="torch threads (default: every core)")
     train.set_defaults(func=cmd_train)
 
 
@@ -237,15 +353,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     models = sub.add_parser("models", help="list the models with params and GMACs at 512x512")
-    models.add_argument("--num-classes", type=_positive_int, default=150)
+    models.add_argument("--num-classes", type=_num_classes, default=150)
     models.set_defaults(func=cmd_models)
 
     export = sub.add_parser("export", help="export a model to a self-describing bundle")
     export.add_argument("--model", required=True, help="a name from `edgeseg models`")
     export.add_argument("--checkpoint", help="official checkpoint (.pth); without it the weights are random")
-    export.add_argument("--num-classes", type=_positive_int, default=150)
+    export.add_argument("--num-classes", type=_num_classes, default=150)
     export.add_argument(
-        "--input-size", default="512x512", help="HEIGHTxWIDTH of the static graph (the example size with --dynamic)"
+        "--input-size",
+        default="512x512",
+        type=_size,
+        help="HEIGHTxWIDTH of the static graph (the example size with --dynamic)",
     )
     export.add_argument(
         "--dynamic", action="store_true", help="one graph for every height and width that is a multiple of 32"
@@ -259,13 +378,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--parity-count", type=_positive_int, default=8, help="parity-ladder images to use")
     export.add_argument(
-        "--gate", action="append", metavar="RUNG=VALUE", help="override a parity gate, e.g. agreement=0.98"
+        "--gate", action="append", type=_gate, metavar="RUNG=VALUE", help="override a parity gate, e.g. agreement=0.98"
     )
     export.add_argument(
         "--auto-exclude", action="store_true", help="int8: keep the fewest sensitive nodes in float until gates pass"
     )
-    export.add_argument("--opset", type=int, default=18)
-    export.add_argument("--tolerance", type=float, default=1e-4, help="fp32 parity gate: max abs logit difference")
+    export.add_argument("--opset", type=_opset, default=18)
+    export.add_argument(
+        "--tolerance", type=_positive_float, default=1e-4, help="fp32 parity gate: max abs logit difference"
+    )
     export.add_argument("--out", required=True, help="bundle folder to write")
     export.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     export.set_defaults(func=cmd_export)
@@ -273,8 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     lint = sub.add_parser("lint", help="check an ONNX graph (or a model's export) for a runtime's known hazards")
     lint.add_argument("source", metavar="MODEL|ONNX", help="an .onnx file, or a name from `edgeseg models`")
     lint.add_argument("--target", required=True, choices=BACKENDS)
-    lint.add_argument("--input-size", default="512x512", help="HEIGHTxWIDTH to export a model name at")
-    lint.add_argument("--num-classes", type=_positive_int, default=150)
+    lint.add_argument("--input-size", default="512x512", type=_size, help="HEIGHTxWIDTH to export a model name at")
+    lint.add_argument("--num-classes", type=_num_classes, default=150)
     lint.set_defaults(func=cmd_lint)
 
     convert = sub.add_parser(
@@ -292,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, help="PNG of class indices at the image's size")
     predict.add_argument("--color", action="store_true", help="write a colour palette PNG instead of indices")
     predict.add_argument("--backend", choices=BACKENDS)
-    predict.add_argument("--threads", type=_positive_int)
+    predict.add_argument("--threads", type=_threads)
     predict.set_defaults(func=cmd_predict)
 
     evaluation = sub.add_parser("eval", help="mIoU, pixel accuracy and per-class IoU of a bundle on a labelled set")
@@ -300,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--data", required=True, help="dataset folder (dataset.json, images/, labels/)")
     evaluation.add_argument("--split", default="val", help="train, val or all")
     evaluation.add_argument("--backend", choices=BACKENDS)
-    evaluation.add_argument("--threads", type=_positive_int)
+    evaluation.add_argument("--threads", type=_threads)
     evaluation.add_argument("--limit", type=_positive_int, help="evaluate the first N images of the split")
     evaluation.add_argument("--json", help="also write the report as JSON")
     evaluation.set_defaults(func=cmd_eval)
@@ -308,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="latency and peak memory of bundles, in fresh torch-free processes")
     bench.add_argument("bundles", nargs="+", metavar="BUNDLE")
     bench.add_argument("--backend", choices=BACKENDS)
-    bench.add_argument("--threads", type=_positive_int, nargs="*", help="one or more thread counts")
+    bench.add_argument("--threads", type=_threads, nargs="*", help="one or more thread counts")
     bench.add_argument("--warmup", type=_positive_int, default=10)
     bench.add_argument("--iters", type=_positive_int, default=50)
     bench.add_argument("--boundary", choices=["model", "end-to-end"], default="model")
@@ -324,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError, ImportError) as error:
+    except (ValueError, OSError, KeyError, RuntimeError, ImportError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"edgeseg {args.command}: error: {message}", file=sys.stderr)
         return 2

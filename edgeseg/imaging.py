@@ -1,5 +1,7 @@
 """Image handling for inference, numpy only: input checks, bilinear resizing, normalisation, label maps.
 
+PIL images are accepted too (Pillow is imported only to turn an EXIF-rotated one upright).
+
 Resizing follows ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False, antialias=False)``:
 half-pixel centres, source coordinates clamped at 0, neighbour indices clamped at the last pixel. It is
 computed one axis at a time with index gathers, so its cost is linear in the number of output pixels.
@@ -20,15 +22,88 @@ class ImageError(ValueError):
     """An image passed to the runtime is not something it can segment; the message says how to fix it."""
 
 
+class ImageFileError(ImageError):
+    """An image file cannot be segmented (corrupt, truncated, too large, animated, ...); ``path`` names it."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+
+
+class FrameError(ImageError):
+    """A frame given to ``Segmenter.stream`` is not a usable image; ``index`` is its 0-based position."""
+
+    def __init__(self, index: int, problem: ImageError) -> None:
+        super().__init__(f"frame {index}: {problem}")
+        self.index = index
+
+
 _HOW = "pass an H×W×3 uint8 RGB array (values 0..255)"
+
+# PIL modes read as 16-bit gray levels 0..65535 ("I" is 32-bit, as Pillow opens some 16-bit files).
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+_EXIF_ORIENTATION = 0x0112
+
+
+def _is_pil(image: Any) -> bool:
+    return isinstance(getattr(image, "mode", None), str) and callable(getattr(image, "convert", None))
+
+
+def _upright(image: Any) -> Any:
+    """``image`` turned as its EXIF orientation tag says (a camera's rotated JPEG), else unchanged."""
+    orientation = image.getexif().get(_EXIF_ORIENTATION) if callable(getattr(image, "getexif", None)) else None
+    if orientation in (None, 1):
+        return image
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(image)
+
+
+def _scale_16bit(gray: np.ndarray, mode: str) -> np.ndarray:
+    """16-bit gray levels 0..65535 → uint8 0..255 by ``round(v / 257)`` (65535 → 255, exact at both ends)."""
+    low, high = int(gray.min(initial=0)), int(gray.max(initial=0))
+    if low < 0 or high > 65535:
+        raise ImageError(
+            f"got a 32-bit integer ('{mode}') image with values {low}..{high}; edgeseg reads integer images as "
+            "16-bit gray levels 0..65535: convert it to 8-bit RGB first"
+        )
+    return ((gray.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
+def _scale_unit_float(gray: np.ndarray) -> np.ndarray:
+    """Float gray levels 0..1 → uint8 0..255 by ``round(v * 255)``; other ranges are refused (ambiguous)."""
+    if not np.isfinite(gray).all():
+        raise ImageError("got a floating-point ('F') image containing NaN or inf; convert it to 8-bit RGB first")
+    low, high = float(gray.min(initial=0.0)), float(gray.max(initial=0.0))
+    if low < 0.0 or high > 1.0:
+        raise ImageError(
+            f"got a floating-point ('F') image with values {low:g}..{high:g}; edgeseg reads float images as "
+            "gray levels 0..1: rescale it to 0..1 or convert it to 8-bit RGB first"
+        )
+    return np.rint(gray.astype(np.float64) * 255.0).astype(np.uint8)
 
 
 def _from_pil(image: Any) -> Any:
-    """Convert a PIL image of any mode (palette, 16-bit, CMYK, ...) to RGB; other objects pass through."""
-    mode = getattr(image, "mode", None)
-    if isinstance(mode, str) and callable(getattr(image, "convert", None)) and mode != "RGB":
-        return image.convert("RGB")
-    return image
+    """A PIL image of any mode as a uint8 array (RGB, or H×W gray); other objects pass through.
+
+    The image is first turned upright by its EXIF orientation. 16-bit modes ('I;16*', and 'I' with values
+    0..65535) are scaled to 0..255 by ``round(v / 257)``; float ('F') images must hold values 0..1 and are
+    scaled by 255 (other ranges raise :class:`ImageError`); every other mode is ``.convert("RGB")``-ed
+    (palette, CMYK, ...; alpha is dropped). Pillow's decoding errors become :class:`ImageError`.
+    """
+    if not _is_pil(image):
+        return image
+    try:
+        image = _upright(image)
+        if image.mode in _SIXTEEN_BIT_MODES:
+            return _scale_16bit(np.asarray(image), image.mode)
+        if image.mode == "F":
+            return _scale_unit_float(np.asarray(image))
+        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    except ImageError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, KeyError, IndexError, TypeError) as error:
+        raise ImageError(f"could not decode the {image.mode} PIL image ({type(error).__name__}: {error})") from None
 
 
 def _dtype_error(arr: np.ndarray) -> ImageError:
@@ -56,15 +131,17 @@ def as_rgb_uint8(image: Any) -> np.ndarray:
 
     Accepts an H×W×3 uint8 array (returned without copying when already contiguous). Converts an H×W or
     H×W×1 grayscale array (replicated to 3 channels), an H×W×4 RGBA array (alpha dropped) and a PIL image
-    (``.convert("RGB")``). Anything else raises :class:`ImageError` saying what to do.
+    (upright by its EXIF orientation; 16-bit and float modes scaled, see :func:`_from_pil`). Arrays of other
+    dtypes are refused, not guessed. Anything else raises :class:`ImageError` saying what to do.
     """
     if isinstance(image, (str, bytes, bytearray)) or hasattr(image, "__fspath__"):
         raise ImageError(
             f"got {type(image).__name__} {image!r:.80}, not pixels; load the file first, "
             "e.g. np.asarray(PIL.Image.open(path).convert('RGB'))"
         )
+    pixels = _from_pil(image)
     try:
-        arr = np.asarray(_from_pil(image))
+        arr = np.asarray(pixels)
     except (TypeError, ValueError) as exc:
         raise ImageError(f"could not read a {type(image).__name__} as an array ({exc}); {_HOW}") from None
     if arr.dtype.kind not in "biuf":

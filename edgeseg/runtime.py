@@ -11,18 +11,21 @@ Needs numpy and the chosen backend's package only (never torch).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
 from edgeseg.bundle import Bundle, BundleError, read_bundle
-from edgeseg.imaging import as_rgb_uint8, labels_from_logits, normalize, resize_bilinear
+from edgeseg.imaging import FrameError, ImageError, as_rgb_uint8, labels_from_logits, normalize, resize_bilinear
 from edgeseg.runtimes import Runner, create_runner
 
 __all__ = ["Segmenter", "load"]
+
+_log = logging.getLogger(__name__)
 
 
 class Segmenter:
@@ -89,8 +92,20 @@ class Segmenter:
         logits = self.logits(self.preprocess(rgb))
         return labels_from_logits(logits[0], rgb.shape[:2])
 
-    def stream(self, frames: Iterable[Any]) -> Iterator[np.ndarray]:
+    @overload
+    def stream(self, frames: Iterable[Any], *, skip_bad_frames: Literal[False] = False) -> Iterator[np.ndarray]: ...
+
+    @overload
+    def stream(self, frames: Iterable[Any], *, skip_bad_frames: Literal[True]) -> Iterator[np.ndarray | None]: ...
+
+    def stream(self, frames: Iterable[Any], *, skip_bad_frames: bool = False) -> Iterator[np.ndarray | None]:
         """Yield one label map per frame of a video or camera iterator, lazily.
+
+        A frame that is not a usable image (see :func:`~edgeseg.imaging.as_rgb_uint8`) raises
+        :class:`~edgeseg.imaging.FrameError` naming its index; ``frames`` is not read further, so a caller may
+        catch it and call ``stream`` again on the same iterator. With ``skip_bad_frames=True`` such a frame
+        yields ``None`` in its place (item i still belongs to frame i) and is logged as a warning on the
+        ``edgeseg.runtime`` logger, and the stream goes on.
 
         Frames must be RGB. A ``cv2.VideoCapture`` yields BGR frames; wrap it, e.g.::
 
@@ -102,8 +117,16 @@ class Segmenter:
 
             for labels in seg.stream(rgb_frames(cv2.VideoCapture(0))): ...
         """
-        for frame in frames:
-            yield self.predict(frame)
+        for index, frame in enumerate(frames):
+            try:
+                labels = self.predict(frame)
+            except ImageError as error:
+                if not skip_bad_frames:
+                    raise FrameError(index, error) from error
+                _log.warning("frame %d skipped: %s", index, error)
+                yield None
+                continue
+            yield labels
 
     def close(self) -> None:
         """Release the model once the calls in flight finish; closing twice is harmless."""

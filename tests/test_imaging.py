@@ -253,3 +253,36 @@ def test_bad_images_raise_helpful_errors(image: object, message: str) -> None:
     with pytest.raises(ImageError, match=message) as info:
         as_rgb_uint8(image)
     assert isinstance(info.value, ValueError)
+
+
+# ---- PIL images of deep and float modes, and EXIF orientation ------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32])
+def test_16_bit_pil_images_are_scaled_by_257(dtype: type) -> None:
+    levels = np.array([[0, 128, 129, 385, 386, 65535]], dtype)
+    out = as_rgb_uint8(Image.fromarray(levels))
+    np.testing.assert_array_equal(out[0, :, 0], [0, 0, 1, 1, 2, 255])
+    assert out.shape == (1, 6, 3) and (out == out[:, :, :1]).all()
+
+
+def test_32_bit_pil_values_beyond_16_bits_are_refused() -> None:
+    with pytest.raises(ImageError, match=r"values -1\.\.70000; edgeseg reads integer images as 16-bit"):
+        as_rgb_uint8(Image.fromarray(np.array([[-1, 70000]], np.int32)))
+
+
+def test_float_pil_images_in_0_1_are_scaled_else_refused() -> None:
+    out = as_rgb_uint8(Image.fromarray(np.array([[0.0, 0.25, 1.0]], np.float32)))
+    np.testing.assert_array_equal(out[0, :, 0], [0, 64, 255])
+    with pytest.raises(ImageError, match=r"values 0\.\.255; edgeseg reads float images as gray levels 0\.\.1"):
+        as_rgb_uint8(Image.fromarray(np.array([[0.0, 255.0]], np.float32)))
+
+
+def test_pil_images_are_turned_upright_by_exif(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(9).integers(0, 256, (5, 8, 3), dtype=np.uint8)
+    image = Image.fromarray(rgb)
+    exif = image.getexif()
+    exif[0x0112] = 8  # stored turned clockwise: show it turned back, counter-clockwise
+    image.save(tmp_path / "turned.png", exif=exif)
+    with Image.open(tmp_path / "turned.png") as opened:
+        np.testing.assert_array_equal(as_rgb_uint8(opened), np.rot90(rgb, 1))

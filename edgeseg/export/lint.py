@@ -616,11 +616,14 @@ def load_graph(
 def _read_onnx(path: Path) -> onnx.ModelProto:
     """An ONNX file, or a clear error when it is not one."""
     if path.suffix != ".onnx":
-        raise ValueError(f"{path} is not an ONNX graph (.onnx); lint takes an .onnx file, a bundle or a model name")
+        raise ValueError(f"{path} is not an ONNX model (.onnx); lint takes an .onnx file, a bundle or a model name")
     try:
-        return onnx.load(str(path))
+        model = onnx.load(str(path))
     except Exception as error:  # protobuf raises DecodeError and others for a file that is not a graph
-        raise ValueError(f"{path} could not be read as an ONNX graph ({type(error).__name__}: {error})") from None
+        raise ValueError(f"{path} is not an ONNX model ({type(error).__name__}: {error})") from None
+    if not model.graph.node or not model.opset_import:
+        raise ValueError(f"{path} is not an ONNX model (no graph nodes or no opset); pass an .onnx file")
+    return model
 
 
 def _export_registered(name: str, target: str, input_size: tuple[int, int], num_classes: int) -> onnx.ModelProto:

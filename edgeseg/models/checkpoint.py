@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
 import re
+import struct
+import warnings
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,26 +29,97 @@ class LoadReport:
     initialised: list[str] = field(default_factory=list)  # model keys absent from the checkpoint, left as built
 
 
-def read_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Read a checkpoint file (``{'state_dict': ...}``, ``{'model': ...}``, a bare state dict or ``.safetensors``)."""
-    if isinstance(source, Mapping):
-        obj = source
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {path} does not exist")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+# What torch.load(weights_only=True) raises on files that are not a checkpoint of tensors.
+_TORCH_LOAD_ERRORS = (
+    pickle.UnpicklingError,
+    EOFError,
+    RuntimeError,
+    OSError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    struct.error,
+    zipfile.BadZipFile,
+)
 
-            obj = load_file(path, device="cpu")
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+
+def _is_safetensors(path: Path) -> bool:
+    """A ``.safetensors`` name, or a file that starts like one (8-byte header length, then a JSON object)."""
+    if path.suffix == ".safetensors":
+        return True
+    with path.open("rb") as file:
+        head = file.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def _short_error(error: BaseException) -> str:
+    """The informative line of a loader's error (torch's weights-only refusal is a page long)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    refusal = [i for i, line in enumerate(lines) if "WeightsUnpickler error" in line]
+    if refusal and refusal[0] + 1 < len(lines):
+        return f"the weights-only unpickler refused it: {lines[refusal[0] + 1][:200]}"
+    first_sentence = lines[0].split(". ")[0] if lines else ""
+    return f"{type(error).__name__}: {first_sentence[:200]}"
+
+
+def _load_file(path: Path) -> object:
+    """The object stored in a checkpoint file, read without running any code from it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); download or write it again")
+    if _is_safetensors(path):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path, device="cpu")
+        except (SafetensorError, OSError, ValueError) as error:
+            raise CheckpointError(
+                f"checkpoint {path} is not a readable safetensors file ({_short_error(error)}); "
+                "it may be truncated or corrupt: download it again"
+            ) from None
+    try:
+        with warnings.catch_warnings():  # a corrupt file's odd protocol byte is reported by the error below
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except _TORCH_LOAD_ERRORS as error:
+        raise CheckpointError(
+            f"checkpoint {path} is not a readable PyTorch checkpoint of tensors ({_short_error(error)}); it may be "
+            "truncated or corrupt, or hold Python objects, which are never loaded (they could run code)"
+        ) from None
+
+
+def _refuse_non_finite(state: Mapping[str, torch.Tensor], source: object) -> None:
+    """Raise :class:`CheckpointError` when a floating-point tensor holds NaN or inf, naming the first keys."""
+    bad = [
+        key
+        for key, tensor in state.items()
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all())
+    ]
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {source} has NaN or inf weights in {_short(bad, limit=5)}; "
+            "it is broken (e.g. a diverged training run): use another checkpoint"
+        )
+
+
+def read_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file (``{'state_dict': ...}``, ``{'model': ...}``, a bare state dict or ``.safetensors``).
+
+    Files are loaded weights-only (never unpickling code). Empty, truncated, corrupt and non-tensor files,
+    and tensors holding NaN or inf, raise :class:`CheckpointError` naming the file.
+    """
+    obj = source if isinstance(source, Mapping) else _load_file(Path(source))
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
             obj = obj[wrapper]
             break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{source}: expected a state dict of tensors (optionally under 'state_dict')")
+    _refuse_non_finite(obj, source)
     return dict(obj)
 
 
