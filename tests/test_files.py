@@ -1,7 +1,7 @@
 """Output folders: atomic replacement, the advisory lock, clean-up after signals and kills, --force confinement.
 
-The process tests run real ``edgeseg export`` subprocesses of afformer-tiny at 64x64 and signal them while
-their staging folder exists.
+The process tests (marked slow) run real ``edgeseg export`` subprocesses of afformer-tiny at 64x64 and
+signal them while their staging folder exists; only the concurrency test lets one export finish.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,28 +70,34 @@ def _leftovers(parent: Path) -> list[str]:
 # ---- replace_folder: the switch --------------------------------------------------------------------
 
 
+WATCHER = """
+import os, sys
+manifest, ready, stop = sys.argv[1:]
+open(ready, "w").close()
+missing = 0
+while not os.path.exists(stop):
+    for _ in range(1000):
+        missing += not os.path.exists(manifest)
+print(missing)
+"""
+
+
 def test_replaced_folder_is_never_missing(tmp_path):
     out = _fake_bundle(tmp_path / "bundle", "0")
-    missing: list[int] = []
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            if not (out / "manifest.json").exists():
-                missing.append(1)
-
-    switch_interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    watcher = threading.Thread(target=watch)
-    watcher.start()
+    ready, stop = tmp_path.parent / f"{tmp_path.name}.ready", tmp_path.parent / f"{tmp_path.name}.stop"
+    watcher = subprocess.Popen(
+        [sys.executable, "-c", WATCHER, str(out / "manifest.json"), str(ready), str(stop)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(ready.exists, watcher)
     try:
         for i in range(1, 301):
             replace_folder(_fake_bundle(tmp_path / f".bundle.partial-{i}", str(i)), out)
     finally:
-        stop.set()
-        watcher.join()
-        sys.setswitchinterval(switch_interval)
-    assert not missing, f"the bundle was missing {len(missing)} times"
+        stop.touch()
+        missing = int(watcher.communicate(timeout=60)[0])
+    assert missing == 0, f"another process found no bundle at the path {missing} times"
     assert _tag(out) == "300" and [p.name for p in tmp_path.iterdir()] == ["bundle"]
 
 
@@ -140,6 +145,7 @@ def test_second_writer_fails_at_once_naming_the_holder_and_the_lock_file_goes(tm
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_concurrent_exports_to_one_folder_exactly_one_wins(tmp_path):
     out = tmp_path / "bundle"
     first = _start_export(out, tmp_path / "tmp")
@@ -162,6 +168,7 @@ def test_concurrent_exports_to_one_folder_exactly_one_wins(tmp_path):
 # ---- signals and kills -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("signum", "statuses"), [(signal.SIGTERM, {143}), (signal.SIGINT, {-signal.SIGINT, 130})])
 def test_terminated_export_removes_its_staging_and_scratch(tmp_path, signum, statuses):
     out = tmp_path / "bundle"
@@ -174,6 +181,7 @@ def test_terminated_export_removes_its_staging_and_scratch(tmp_path, signum, sta
     assert list((tmp_path / "tmp").glob("edgeseg-*")) == []
 
 
+@pytest.mark.slow
 def test_export_after_a_sigkill_removes_the_killed_staging(tmp_path):
     out = _fake_bundle(tmp_path / "bundle", "old")
     killed = _start_export(out, tmp_path / "tmp", "--force")
