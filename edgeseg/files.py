@@ -20,7 +20,7 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,12 +80,17 @@ def output_path(path: Path) -> Path:
 def _protected_places() -> list[tuple[Path, str]]:
     places = [(Path.cwd().resolve(), "the current folder or one of its parents")]
     with suppress(RuntimeError):  # no HOME and no password-database entry: no home folder to protect
-        places.append((Path.home().resolve(), "the home folder"))
+        places.append((Path.home().resolve(), "the home folder or one of its parents"))
     return places
 
 
 def check_output_folder(out: Path, kind: FolderKind, force: bool, inputs: Mapping[str, Path | None]) -> None:
-    """Refuse an ``out`` that must not be written: see the module docstring; ``inputs`` maps option → path."""
+    """Raise ValueError or FileExistsError, saying what to do, unless ``out`` may be written.
+
+    Never written: the file-system root, the current folder or its parents, the home folder or its parents,
+    a symlink, a file, a folder holding one of ``inputs`` (option → path). An existing non-empty folder is
+    replaced only with ``force`` and only when ``kind`` recognises it.
+    """
     out = output_path(out)
     if not out.name:
         raise ValueError(f"--out {out} is the file-system root; choose a new folder for the {kind.label}")
@@ -112,27 +117,19 @@ def check_output_folder(out: Path, kind: FolderKind, force: bool, inputs: Mappin
         raise FileExistsError(f"--out {out} already holds an {kind.label}; pass --force to replace it")
 
 
-def _renameat2() -> Callable[..., int] | None:
-    """libc's ``renameat2`` (glibc 2.28+), else None."""
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-    return getattr(libc, "renameat2", None)
-
-
 def _exchange(first: Path, second: Path) -> None:
     """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); OSError where unsupported."""
+    machine = os.uname().machine
     if not sys.platform.startswith("linux"):
         raise OSError(errno.ENOSYS, "renameat2 exists on Linux only")
+    libc = ctypes.CDLL(None, use_errno=True)
     args = (_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE)
-    renameat2 = _renameat2()
-    if renameat2 is not None:
-        result = renameat2(*args)
-    elif os.uname().machine in _RENAMEAT2_SYSCALL:
-        libc = ctypes.CDLL(None, use_errno=True)
-        result = libc.syscall(_RENAMEAT2_SYSCALL[os.uname().machine], *args)
+    if hasattr(libc, "renameat2"):  # glibc 2.28+, musl 1.2.4+
+        result = libc.renameat2(*args)
+    elif machine in _RENAMEAT2_SYSCALL:
+        result = libc.syscall(_RENAMEAT2_SYSCALL[machine], *args)
     else:
-        raise OSError(errno.ENOSYS, f"no renameat2 in this C library on {os.uname().machine}")
+        raise OSError(errno.ENOSYS, f"neither a renameat2 function nor its syscall number known on {machine}")
     if result != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), str(first), None, str(second))
