@@ -321,12 +321,18 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="datasets: generate a synthetic segmentation set")
     kinds = data.add_subparsers(dest="data_command", required=True)
     synthetic = kinds.add_parser("synthetic", help="procedural textured shapes of 5 classes over textured backgrounds")
-    synthetic.add_argument("--out", required=True, help="dataset folder to write")
+    synthetic.add_argument(
+        "--out", required=True, help="dataset folder to write (new, empty, or an edgeseg dataset with --force)"
+    )
     synthetic.add_argument("--count", required=True, type=_positive_int, help="number of images")
     synthetic.add_argument("--size", required=True, type=_size, help="HEIGHTxWIDTH of every image, e.g. 512x512")
     synthetic.add_argument("--seed", type=_seed, default=0, help="same seed, same files")
     synthetic.add_argument("--val-fraction", type=_fraction, default=0.2, help="share of the images held back for val")
-    synthetic.add_argument("--force", action="store_true", help="replace an existing folder")
+    synthetic.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing edgeseg dataset (one with dataset.json), never another folder",
+    )
     synthetic.set_defaults(func=cmd_data_synthetic)
 
 
@@ -387,8 +393,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--tolerance", type=_positive_float, default=1e-4, help="fp32 parity gate: max abs logit difference"
     )
-    export.add_argument("--out", required=True, help="bundle folder to write")
-    export.add_argument("--force", action="store_true", help="replace an existing bundle folder")
+    export.add_argument(
+        "--out",
+        required=True,
+        help="bundle folder to write (new, empty, or an edgeseg bundle with --force); one export at a time per folder",
+    )
+    export.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing edgeseg bundle (one with its manifest.json), never another folder nor one holding "
+        "--checkpoint, --calib or --parity-data",
+    )
     export.set_defaults(func=cmd_export)
 
     lint = sub.add_parser("lint", help="check an ONNX graph (or a model's export) for a runtime's known hazards")

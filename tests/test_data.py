@@ -181,15 +181,14 @@ def test_label_of_the_wrong_size_is_refused(small_set, tmp_path):
         read_sample(Sample(sample.image, bad))
 
 
-def test_non_empty_folder_needs_force(tmp_path):
+def test_existing_set_needs_force_and_is_replaced_whole(tmp_path):
     out = tmp_path / "set"
-    out.mkdir()
-    (out / "keep.txt").write_text("precious")
+    generate_synthetic(out, 2, SIZE)
+    (out / "stale.txt").write_text("old")
     with pytest.raises(FileExistsError, match="pass --force"):
         generate_synthetic(out, 4, SIZE)
-    assert (out / "keep.txt").read_text() == "precious"
     dataset = generate_synthetic(out, 4, SIZE, force=True)
-    assert not (out / "keep.txt").exists() and len(dataset.samples("all")) == 4
+    assert not (out / "stale.txt").exists() and len(dataset.samples("all")) == 4
 
 
 @pytest.mark.parametrize(

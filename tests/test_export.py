@@ -97,6 +97,7 @@ def test_failed_parity_gate_leaves_nothing_behind(tmp_path):
 def test_existing_output_needs_force_and_is_replaced_whole(tmp_path):
     out = tmp_path / "bundle"
     out.mkdir()
+    (out / "manifest.json").write_text('{"format": "edgeseg-bundle"}')  # --force replaces only a bundle
     (out / "stale.txt").write_text("old")
     request = ExportRequest(model="afformer-tiny", out=out, target="onnx", input_size=(64, 96))
     with pytest.raises(FileExistsError, match="--force"):

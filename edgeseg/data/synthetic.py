@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import colorsys
 import json
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +29,11 @@ from edgeseg.data.dataset import (
     SegmentationSet,
     open_dataset,
 )
-from edgeseg.files import replace_folder
+from edgeseg.files import FolderKind, output_path, staged_folder
 from edgeseg.image_io import _pillow, palette
 from edgeseg.imaging import resize_bilinear
 
+DATASET_FOLDER = FolderKind("edgeseg dataset", INDEX_FILE, FORMAT)
 GENERATOR = "edgeseg-synthetic"
 GENERATOR_VERSION = 1
 IGNORE_INDEX = 255
@@ -277,8 +276,8 @@ def render(seed: int, index: int, size: tuple[int, int]) -> tuple[np.ndarray, np
     return _light(image, rng), labels
 
 
-def _check_request(out: Path, count: int, size: tuple[int, int], seed: int, val_fraction: float, force: bool) -> None:
-    """Raise a ValueError (or FileExistsError) that says how to fix an invalid request."""
+def _check_request(count: int, size: tuple[int, int], seed: int, val_fraction: float) -> None:
+    """Raise a ValueError that says how to fix an invalid request."""
     if count < 2:
         raise ValueError(f"count must be at least 2 (one train and one val image), got {count}")
     if min(size) < MIN_SIZE:
@@ -287,10 +286,6 @@ def _check_request(out: Path, count: int, size: tuple[int, int], seed: int, val_
         raise ValueError(f"seed must be a non-negative integer, got {seed}")
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise FileExistsError(f"{out} exists and is not empty; pass --force (force=True) to replace it")
 
 
 def split_stems(stems: list[str], val_fraction: float) -> dict[str, list[str]]:
@@ -342,14 +337,13 @@ def generate_synthetic(
 ) -> SegmentationSet:
     """Write a synthetic segmentation set of ``count`` images of ``size`` = (H, W) to ``out``; returns it opened.
 
-    The folder is written in a temporary sibling and moved into place when complete.
+    The folder is written in a hidden sibling and swapped into place when complete (see ``edgeseg.files``);
+    ``force`` replaces an existing edgeseg dataset, never another folder.
     """
-    out = Path(out).resolve()
     size = (int(size[0]), int(size[1]))
-    _check_request(out, count, size, seed, val_fraction, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    _check_request(count, size, seed, val_fraction)
+    with staged_folder(Path(out), DATASET_FOLDER, force) as stage:
+        staging = stage.folder
         (staging / IMAGE_DIR).mkdir()
         (staging / LABEL_DIR).mkdir()
         width = max(5, len(str(count - 1)))
@@ -361,8 +355,4 @@ def generate_synthetic(
             pixels += np.bincount(labels.ravel(), minlength=len(CLASSES))
         index_data = _index(count, size, seed, val_fraction, split_stems(stems, val_fraction), pixels)
         (staging / INDEX_FILE).write_text(json.dumps(index_data, indent=1) + "\n")
-        replace_folder(staging, out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return open_dataset(out)
+    return open_dataset(output_path(Path(out)))

@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata
 import platform
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +22,12 @@ from edgeseg.export.onnx_graph import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, Ex
 from edgeseg.export.parity import ArtifactCheck, ParityError, random_inputs_at
 from edgeseg.export.sensitivity import auto_exclude, rank_nodes
 from edgeseg.export.targets import BUILDERS, ONNX_FILE, BuildOptions
-from edgeseg.files import replace_folder
+from edgeseg.files import FolderKind, output_path, staged_folder
 from edgeseg.ladder import gates_for
 from edgeseg.manifest import InputSpec, Manifest, check_precision
 from edgeseg.models import count_macs, count_params, create, get_spec, list_models
 
+BUNDLE_FOLDER = FolderKind("edgeseg bundle", bundle_format.MANIFEST, bundle_format.FORMAT)
 TOOLS = ("torch", "onnx", "onnxscript", "onnxslim", "onnxruntime", "openvino", "numpy")
 
 
@@ -95,8 +94,11 @@ def _validate(request: ExportRequest) -> None:
             f"{request.model} cannot export one graph for every size (its graph bakes size-dependent constants); "
             "export one static bundle per input size instead (drop --dynamic)"
         )
-    if request.out.exists() and any(request.out.iterdir()) and not request.force:
-        raise FileExistsError(f"{request.out} exists and is not empty; pass --force to replace it")
+
+
+def _inputs(request: ExportRequest) -> dict[str, Path | None]:
+    """The files and folders the export reads, by option: ``--out`` must never hold one of them."""
+    return {"--checkpoint": request.checkpoint, "--calib": request.calib, "--parity-data": request.parity_data}
 
 
 def _build_model(request: ExportRequest) -> torch.nn.Module:
@@ -323,22 +325,15 @@ def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> Manife
 def export_bundle(request: ExportRequest) -> Path:
     """Export ``request.model`` into the bundle folder ``request.out``; returns it.
 
-    The bundle is assembled in a temporary sibling folder and moved into place only after the parity
-    gate passed, so a failure or crash never leaves a half-written bundle.
+    The bundle is assembled in a hidden sibling folder, under a lock that makes a concurrent export to the
+    same folder fail, and swapped into place in one atomic step after the parity gate passed: a failure,
+    SIGTERM or SIGINT leaves the previous bundle (or nothing) and no leftovers; see ``edgeseg.files``.
     """
-    _validate(request)
-    out = request.out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        with tempfile.TemporaryDirectory(prefix="edgeseg-export-") as scratch:
-            manifest = _write_bundle(request, staging, Path(scratch))
-        bundle_format.write_manifest(staging, manifest)
-        replace_folder(staging, out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return out
+    _validate(request)  # then staged_folder checks --out, before and again under the lock
+    with staged_folder(request.out, BUNDLE_FOLDER, request.force, _inputs(request)) as stage:
+        manifest = _write_bundle(request, stage.folder, stage.scratch)
+        bundle_format.write_manifest(stage.folder, manifest)
+    return output_path(request.out)
 
 
 __all__ = ["ExportError", "ExportRequest", "ParityError", "export_bundle", "tool_versions"]
