@@ -8,15 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
 from edgeseg.manifest import PRECISIONS, TARGETS
 from edgeseg.runtimes import BACKENDS
 
-# More threads than this many per core only adds contention (and tens of thousands crash the runtimes).
-THREADS_PER_CORE = 4
 # Label PNGs hold 16-bit class indices.
 MAX_CLASSES = 65536
 MIN_OPSET = 18
@@ -37,15 +34,13 @@ def _positive_int(text: str) -> int:
 
 
 def _threads(text: str) -> int:
-    """A thread count from 1 to :data:`THREADS_PER_CORE` × the cores of this machine."""
-    value = _positive_int(text)
-    cores = os.cpu_count() or 1
-    if value > THREADS_PER_CORE * cores:
-        raise argparse.ArgumentTypeError(
-            f"{text} threads is more than {THREADS_PER_CORE}× this machine's {cores} cores; "
-            f"give at most {THREADS_PER_CORE * cores}"
-        )
-    return value
+    """A thread count the runtimes accept (see :func:`edgeseg.runtimes.base.check_threads`)."""
+    from edgeseg.runtimes.base import check_threads
+
+    try:
+        return check_threads(_positive_int(text)) or 1
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _num_classes(text: str) -> int:

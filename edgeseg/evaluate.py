@@ -56,16 +56,16 @@ def evaluate(
     ``seconds`` is the wall time of reading and predicting every image (loading the model excluded).
     Per-class IoU is None for a class absent from both the labels and the predictions.
     """
-    segmenter = load(bundle, backend, threads)
-    dataset = open_dataset(data)
-    _check_compatible(segmenter, dataset)
-    samples = _labelled_samples(dataset, split, limit)
-    matrix = ConfusionMatrix(len(dataset.classes), dataset.ignore_index)
-    start = time.perf_counter()
-    for sample in samples:
-        image, labels = read_sample(sample)
-        matrix.update(segmenter.predict(image), labels)
-    seconds = time.perf_counter() - start
+    with load(bundle, backend, threads) as segmenter:
+        dataset = open_dataset(data)
+        _check_compatible(segmenter, dataset)
+        samples = _labelled_samples(dataset, split, limit)
+        matrix = ConfusionMatrix(len(dataset.classes), dataset.ignore_index)
+        start = time.perf_counter()
+        for sample in samples:
+            image, labels = read_sample(sample)
+            matrix.update(segmenter.predict(image), labels)
+        seconds = time.perf_counter() - start
     return {
         "bundle": str(segmenter.bundle.path),
         "model": segmenter.bundle.model_name,

@@ -29,6 +29,7 @@ from PIL import Image
 from edgeseg import cli
 from edgeseg.image_io import read_image
 from edgeseg.imaging import ImageError, ImageFileError, as_rgb_uint8
+from edgeseg.runtimes.base import THREADS_PER_CORE
 
 FUZZ = settings(
     derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=120
@@ -266,7 +267,7 @@ def test_fuzz_cli_numbers_are_valid_or_refused_at_parse_time(command: str, data:
         return
     cores = os.cpu_count() or 1
     for threads in (args.threads or []) if command == "bench" else [getattr(args, "threads", None)]:
-        assert threads is None or 1 <= threads <= cli.THREADS_PER_CORE * cores
+        assert threads is None or 1 <= threads <= THREADS_PER_CORE * cores
     for name in ("tolerance", "lr"):
         value = getattr(args, name, None)
         assert value is None or (math.isfinite(value) and value > 0)

@@ -322,3 +322,10 @@ def test_runtime_imports_neither_torch_nor_models(tiny_bundle: MakeBundle) -> No
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok ['onnxruntime', 'openvino']"
+
+
+def test_load_refuses_an_absurd_thread_count(tiny_bundle: MakeBundle) -> None:
+    too_many = 4 * (os.cpu_count() or 1) + 1
+    for backend in ("onnxruntime", "openvino"):
+        with pytest.raises(ValueError, match=f"{too_many} threads is more than 4× this machine's"):
+            edgeseg.runtime.load(tiny_bundle("openvino"), backend, threads=too_many)

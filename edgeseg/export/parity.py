@@ -121,16 +121,16 @@ class ArtifactCheck:
         run_with = backend
         if backend in PROXY_BACKENDS and backend not in available_backends():
             run_with = PROXY_BACKENDS[backend]
-        runner = create_runner(run_with, self.folder / filename, config=settings if run_with == backend else {})
         ladder = Ladder(self.num_classes)
-        for x, ref, size, labels in zip(
-            self.images.inputs, self.image_reference, self.images.image_sizes, self.images.labels
-        ):
-            ladder.add(ref, runner.infer(x), size, labels if self.images.labelled else None)
-        by_size = {
-            f"{h}x{w}": measure(self.random_reference[(h, w)], runner.infer, inputs)
-            for (h, w), inputs in self.random_inputs.items()
-        }
+        with create_runner(run_with, self.folder / filename, config=settings if run_with == backend else {}) as runner:
+            for x, ref, size, labels in zip(
+                self.images.inputs, self.image_reference, self.images.image_sizes, self.images.labels
+            ):
+                ladder.add(ref, runner.infer(x), size, labels if self.images.labelled else None)
+            by_size = {
+                f"{h}x{w}": measure(self.random_reference[(h, w)], runner.infer, inputs)
+                for (h, w), inputs in self.random_inputs.items()
+            }
         rungs = ladder.result()
         random_max = max(m["max_abs"] for m in by_size.values())
         gates = self.fp32_gates if precision == "fp32" else self.gates

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -20,12 +21,22 @@ class RunnerClosedError(RuntimeError):
     """``infer`` was called on a runner (or Segmenter) after ``close()``."""
 
 
+# More threads than this many per core only adds contention (and tens of thousands crash the runtimes).
+THREADS_PER_CORE = 4
+
+
 def check_threads(threads: int | None) -> int | None:
-    """Validate a thread count: None (backend default) or a positive int."""
+    """Validate a thread count: None (backend default) or 1 to ``THREADS_PER_CORE`` × this machine's cores."""
     if threads is None:
         return None
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive int or None (backend default), got {threads!r}")
+    cores = os.cpu_count() or 1
+    if threads > THREADS_PER_CORE * cores:
+        raise ValueError(
+            f"{threads} threads is more than {THREADS_PER_CORE}× this machine's {cores} cores; "
+            f"give at most {THREADS_PER_CORE * cores}"
+        )
     return threads
 
 
