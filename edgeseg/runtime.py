@@ -21,7 +21,7 @@ import numpy as np
 
 from edgeseg.bundle import Bundle, BundleError, read_bundle
 from edgeseg.imaging import FrameError, ImageError, as_rgb_uint8, labels_from_logits, normalize, resize_bilinear
-from edgeseg.runtimes import Runner, create_runner
+from edgeseg.runtimes import BackendUnavailableError, Runner, create_runner
 
 __all__ = ["Segmenter", "load"]
 
@@ -186,7 +186,16 @@ def load(
     name = opened.default_backend if backend is None else backend
     if verify:
         opened.verify(opened.loaded_files(name))
-    runner = create_runner(name, opened.artifact(name), threads=threads, config=_runner_config(opened, name))
+    artifact = opened.artifact(name)
+    try:
+        runner = create_runner(name, artifact, threads=threads, config=_runner_config(opened, name))
+    except (BackendUnavailableError, ValueError):
+        raise
+    except Exception as error:  # the backend's own parse/compile errors (RuntimeError subclasses, mostly)
+        raise BundleError(
+            f"{artifact} could not be loaded by {name} ({type(error).__name__}: {str(error).strip()[:300]}); "
+            "the file is damaged or not for this backend: re-export the bundle (and load with verify=True)"
+        ) from error
     try:
         return Segmenter(opened, name, runner)
     except BaseException:
