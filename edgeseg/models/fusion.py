@@ -11,25 +11,56 @@ import copy
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 
 @torch.no_grad()
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """A conv with bias equal to ``bn(conv(x))`` in eval mode."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    fused = nn.Conv2d(
-        conv.in_channels,
-        conv.out_channels,
-        conv.kernel_size,
-        conv.stride,
-        conv.padding,
-        conv.dilation,
-        conv.groups,
-        bias=True,
+    """A conv with bias equal to ``bn(conv(x))`` in eval mode (``torch.nn.utils.fusion``'s fold)."""
+    fused = copy.deepcopy(conv)
+    fused.weight, fused.bias = fuse_conv_bn_weights(
+        conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
     )
-    fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+    return fused
+
+
+def fold_batchnorm_pairs(module: nn.Module, *pairs: tuple[str, str]) -> None:
+    """Fold each ``(conv, norm)`` pair of ``module``'s children, named as in its checkpoint keys, in place.
+
+    The conv becomes the folded conv and the BatchNorm an ``nn.Identity``.
+    """
+    for conv_name, norm_name in pairs:
+        setattr(module, conv_name, fold_batchnorm(getattr(module, conv_name), getattr(module, norm_name)))
+        setattr(module, norm_name, nn.Identity())
+
+
+def batchnorm_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) with ``bn(x) = scale·x + shift`` in eval mode."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
+@torch.no_grad()
+def fold_input_affine(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor) -> nn.Conv2d:
+    """A 1×1 conv equal to ``conv(scale·x + shift)`` (per input channel), e.g. a preceding BatchNorm folded."""
+    if conv.kernel_size != (1, 1) or conv.groups != 1:
+        raise ValueError("fold_input_affine folds into ungrouped 1×1 convs only")
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, 1, bias=True)
+    weight = conv.weight[:, :, 0, 0]
+    fused.weight.copy_((weight * scale)[:, :, None, None])
+    bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+    fused.bias.copy_(bias + weight @ shift)
+    return fused
+
+
+@torch.no_grad()
+def scale_output(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor | None = None) -> nn.Conv2d:
+    """A conv equal to ``scale·conv(x) + shift`` (per output channel): folds a layer scale or a following affine."""
+    scale = scale.reshape(-1)
+    fused = copy.deepcopy(conv)
+    fused.weight = nn.Parameter(conv.weight * scale.reshape(-1, 1, 1, 1))
+    bias = conv.bias * scale if conv.bias is not None else torch.zeros(conv.out_channels)
+    fused.bias = nn.Parameter(bias + shift if shift is not None else bias)
     return fused
 
 
