@@ -92,7 +92,7 @@ class RCM(nn.Module):
     def __init__(self, dim: int, band_kernel: int) -> None:
         super().__init__()
         self.token_mixer = RCA(dim, band_kernel)
-        self.norm = nn.BatchNorm2d(dim)
+        self.norm: nn.Module = nn.BatchNorm2d(dim)
         self.mlp = ConvMlp(dim, MLP_RATIO * dim)
         self.gamma: nn.Parameter | None = nn.Parameter(torch.full((dim,), RCM_LS_INIT))
 
@@ -101,10 +101,12 @@ class RCM(nn.Module):
         return x + (y if self.gamma is None else y * self.gamma.reshape(1, -1, 1, 1))
 
     def reparameterize(self) -> None:
-        self.mlp.fc1 = fold_input_affine(self.mlp.fc1, *batchnorm_affine(self.norm))
-        self.norm = nn.Identity()
-        self.mlp.fc2 = scale_output(self.mlp.fc2, self.gamma)
-        self.gamma = None
+        if isinstance(self.norm, nn.BatchNorm2d):
+            self.mlp.fc1 = fold_input_affine(self.mlp.fc1, *batchnorm_affine(self.norm))
+            self.norm = nn.Identity()
+        if self.gamma is not None:
+            self.mlp.fc2 = scale_output(self.mlp.fc2, self.gamma)
+            self.gamma = None
 
 
 class RCMStack(nn.Module):

@@ -31,6 +31,7 @@ upsampling (it is linear per pixel and bilinear weights sum to one), so the stri
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -207,8 +208,8 @@ class EfficientAttention(nn.Module):
         return self.proj(torch.cat([self.local_context(x), self.global_context(x)], dim=1))
 
     def reparameterize(self) -> None:
-        act_block = self.act_blocks[0].act_block
-        act_block[2] = scale_output(act_block[2], torch.full((act_block[2].out_channels,), self.gate_scale))
+        act_block = cast(AttnMap, self.act_blocks[0]).act_block
+        act_block[2] = scale_output(act_block[2], self.gate_scale)
         self.gate_scale = 1.0
 
 

@@ -189,7 +189,7 @@ class Attention4D(RelativeBiasAttention):
         return self.proj(out)
 
     def reparameterize(self) -> None:
-        self.q[0] = scale_output(self.q[0], torch.full((self.q[0].out_channels,), self.scale))
+        self.q[0] = scale_output(self.q[0], self.scale)
         self.scale = 1.0
         self.freeze_bias()
 
@@ -247,7 +247,7 @@ class Attention4DDownsample(RelativeBiasAttention):
         return self.proj(out)
 
     def reparameterize(self) -> None:
-        self.q.proj[0] = scale_output(self.q.proj[0], torch.full((self.q.proj[0].out_channels,), self.scale))
+        self.q.proj[0] = scale_output(self.q.proj[0], self.scale)
         self.scale = 1.0
         self.freeze_bias()
 
@@ -286,8 +286,9 @@ class FFN(nn.Module):
         return x + (y if self.layer_scale_2 is None else self.layer_scale_2 * y)
 
     def reparameterize(self) -> None:
-        self.mlp.fc2 = scale_output(self.mlp.fc2, self.layer_scale_2)
-        self.layer_scale_2 = None
+        if self.layer_scale_2 is not None:
+            self.mlp.fc2 = scale_output(self.mlp.fc2, self.layer_scale_2)
+            self.layer_scale_2 = None
 
 
 class AttnFFN(FFN):
@@ -304,8 +305,9 @@ class AttnFFN(FFN):
         return super().forward(x)
 
     def reparameterize(self) -> None:
-        self.token_mixer.proj[1] = scale_output(self.token_mixer.proj[1], self.layer_scale_1)
-        self.layer_scale_1 = None
+        if self.layer_scale_1 is not None:
+            self.token_mixer.proj[1] = scale_output(self.token_mixer.proj[1], self.layer_scale_1)
+            self.layer_scale_1 = None
         super().reparameterize()
 
 

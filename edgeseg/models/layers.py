@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
+from typing import cast
 
 import torch
 from torch import nn
@@ -65,7 +66,7 @@ class ConvNormAct(ConvBNSequential):
     def folded_conv(self) -> nn.Conv2d:
         """The conv with the BatchNorm folded in, whether or not :meth:`reparameterize` already ran."""
         conv, norm = self[0], self[1]
-        return conv if isinstance(norm, nn.Identity) else fold_batchnorm(conv, norm)
+        return fold_batchnorm(conv, norm) if isinstance(norm, nn.BatchNorm2d) else cast(nn.Conv2d, conv)
 
 
 class EncoderDecoder(nn.Module):
