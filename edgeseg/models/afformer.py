@@ -24,25 +24,36 @@ Module attribute names follow the official ones so that checkpoint keys match wi
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeseg.models.fusion import add_identity, fold_batchnorm, merge_depthwise
-from edgeseg.models.layers import EncoderDecoder
-from edgeseg.models.registry import ModelSpec, register_model
+from edgeseg.models.fusion import add_identity, fold_batchnorm_pairs, merge_depthwise
+from edgeseg.models.layers import ConvBNSequential, ConvNormAct, EncoderDecoder, to_image, to_tokens
+from edgeseg.models.registry import register_variants
 from edgeseg.models.static_ops import PoolUpsample
 
 LN_EPS = 1e-6
 HIGH_PASS_HEADS = {3: 2, 5: 3, 7: 3}  # kernel size -> heads whose channels it filters
 LOW_PASS_SIZES = (1, 2, 3, 6)
 
+
+@dataclass(frozen=True)
+class AFFormerConfig:
+    """Widths and encoder depths of the four stages of one variant."""
+
+    embed_dims: tuple[int, int, int, int]
+    depths: tuple[int, int, int, int]
+
+
 VARIANTS = {
-    "tiny": {"embed_dims": (32, 64, 160, 216), "depths": (0, 2, 4, 2)},
-    "small": {"embed_dims": (32, 64, 176, 216), "depths": (0, 2, 4, 2)},
-    "base": {"embed_dims": (32, 96, 176, 216), "depths": (0, 2, 6, 2)},
+    "tiny": AFFormerConfig(embed_dims=(32, 64, 160, 216), depths=(0, 2, 4, 2)),
+    "small": AFFormerConfig(embed_dims=(32, 64, 176, 216), depths=(0, 2, 4, 2)),
+    "base": AFFormerConfig(embed_dims=(32, 96, 176, 216), depths=(0, 2, 6, 2)),
 }
 # (pixel path, prototype path) strides of each stage's two patch embeddings.
 PATCH_STRIDES = ((1, 1), (2, 1), (1, 2), (1, 4))
@@ -52,49 +63,21 @@ HEAD_CHANNELS = 256
 HEAD_GROUPS = 32
 
 
-def to_tokens(x: torch.Tensor) -> torch.Tensor:
-    """B×C×H×W → B×(H·W)×C."""
-    return x.flatten(2).transpose(1, 2)
+def conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1, act: bool = True) -> ConvNormAct:
+    """Conv (no bias) → BatchNorm → optional Hardswish (official ``Conv2d_BN``, keys ``conv``/``bn``)."""
+    return ConvNormAct(cin, cout, kernel, stride, act=nn.Hardswish() if act else None)
 
 
-def to_image(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """B×(H·W)×C → B×C×H×W."""
-    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *size)
-
-
-class ConvBN(nn.Module):
-    """Conv (no bias) → BatchNorm → optional Hardswish (official ``Conv2d_BN``)."""
-
-    def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, act: bool = True) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
-        self.act = nn.Hardswish() if act else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
-
-    def reparameterize(self) -> None:
-        self.conv = fold_batchnorm(self.conv, self.bn)
-        self.bn = nn.Identity()
-
-
-class DWConvBN(nn.Module):
+def dw_conv_bn(dim: int, stride: int) -> ConvBNSequential:
     """Depthwise 3×3 → pointwise 1×1 → BatchNorm → Hardswish (official ``DWConv2d_BN``)."""
-
-    def __init__(self, dim: int, stride: int) -> None:
-        super().__init__()
-        self.dwconv = nn.Conv2d(dim, dim, 3, stride, 1, groups=dim, bias=False)
-        self.pwconv = nn.Conv2d(dim, dim, 1, bias=False)
-        self.bn = nn.BatchNorm2d(dim)
-        self.act = nn.Hardswish()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.pwconv(self.dwconv(x))))
-
-    def reparameterize(self) -> None:
-        self.pwconv = fold_batchnorm(self.pwconv, self.bn)
-        self.bn = nn.Identity()
+    return ConvBNSequential(
+        OrderedDict(
+            dwconv=nn.Conv2d(dim, dim, 3, stride, 1, groups=dim, bias=False),
+            pwconv=nn.Conv2d(dim, dim, 1, bias=False),
+            bn=nn.BatchNorm2d(dim),
+            act=nn.Hardswish(),
+        )
+    )
 
 
 class PatchEmbed(nn.Module):
@@ -102,7 +85,7 @@ class PatchEmbed(nn.Module):
 
     def __init__(self, dim: int, stride: int) -> None:
         super().__init__()
-        self.patch_conv = DWConvBN(dim, stride)
+        self.patch_conv = dw_conv_bn(dim, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.patch_conv(x)
@@ -325,18 +308,17 @@ class PixelDescriptor(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
         hidden = dim // 2
-        self.conv1 = ConvBN(dim, hidden, act=True)
+        self.conv1 = conv_bn(dim, hidden)
         self.dwconv = nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden, bias=False)
         self.norm = nn.BatchNorm2d(hidden)
         self.act = nn.Hardswish()
-        self.conv2 = ConvBN(hidden, dim, act=False)
+        self.conv2 = conv_bn(hidden, dim, act=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(self.act(self.norm(self.dwconv(self.conv1(x)))))
 
     def reparameterize(self) -> None:
-        self.dwconv = fold_batchnorm(self.dwconv, self.norm)
-        self.norm = nn.Identity()
+        fold_batchnorm_pairs(self, ("dwconv", "norm"))
 
 
 class Stage(nn.Module):
@@ -346,7 +328,7 @@ class Stage(nn.Module):
         super().__init__()
         self.Restore = PixelDescriptor(dim)
         self.mhca_blks = nn.ModuleList([Encoder(dim, depth)]) if depth else nn.ModuleList()
-        self.aggregate = ConvBN(dim, out_dim, act=True)
+        self.aggregate = conv_bn(dim, out_dim)
 
     def forward(self, pixels: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
         if not len(self.mhca_blks):
@@ -362,7 +344,8 @@ class AFFormerBackbone(nn.Module):
 
     def __init__(self, embed_dims: tuple[int, ...], depths: tuple[int, ...]) -> None:
         super().__init__()
-        self.stem = nn.Sequential(ConvBN(3, embed_dims[0] // 2, 3, 2), ConvBN(embed_dims[0] // 2, embed_dims[0], 3, 2))
+        half = embed_dims[0] // 2
+        self.stem = nn.Sequential(conv_bn(3, half, 3, 2), conv_bn(half, embed_dims[0], 3, 2))
         self.patch_embed_stages = nn.ModuleList(PatchEmbedStage(d, s) for d, s in zip(embed_dims, PATCH_STRIDES))
         out_dims = (*embed_dims[1:], embed_dims[-1])
         self.mhca_stages = nn.ModuleList(Stage(d, o, n) for d, o, n in zip(embed_dims, out_dims, depths))
@@ -377,24 +360,13 @@ class AFFormerBackbone(nn.Module):
         return features
 
 
-class SqueezeModule(nn.Module):
-    """1×1 conv (no bias) → GroupNorm(32) → ReLU (mmcv ``ConvModule`` keys ``conv``/``gn``)."""
-
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 1, bias=False)
-        self.gn = nn.GroupNorm(HEAD_GROUPS, cout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.gn(self.conv(x)))
-
-
 class AFFormerHead(nn.Module):
-    """The official ``CLS`` head: last backbone feature → squeeze → 1×1 classifier (stride 8)."""
+    """The official ``CLS`` head: last backbone feature → squeeze (1×1 conv, GroupNorm(32), ReLU) → 1×1 classifier."""
 
     def __init__(self, in_channels: int, num_classes: int) -> None:
         super().__init__()
-        self.squeeze = SqueezeModule(in_channels, HEAD_CHANNELS)
+        norm = nn.GroupNorm(HEAD_GROUPS, HEAD_CHANNELS)
+        self.squeeze = ConvNormAct(in_channels, HEAD_CHANNELS, norm=norm, act=nn.ReLU(), names=("conv", "gn"))
         self.conv_seg = nn.Conv2d(HEAD_CHANNELS, num_classes, 1)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
@@ -410,7 +382,7 @@ class AFFormer(EncoderDecoder):
     def __init__(self, variant: str, num_classes: int) -> None:
         super().__init__()
         cfg = VARIANTS[variant]
-        self.backbone = AFFormerBackbone(cfg["embed_dims"], cfg["depths"])
+        self.backbone = AFFormerBackbone(cfg.embed_dims, cfg.depths)
         self.decode_head = AFFormerHead(self.backbone.out_channels[-1], num_classes)
 
     def set_encoder_layout(self, layout: str) -> None:
@@ -422,13 +394,10 @@ class AFFormer(EncoderDecoder):
                 module.layout = layout
 
 
-for _variant in VARIANTS:
-    register_model(
-        ModelSpec(
-            name=f"afformer-{_variant}",
-            family="afformer",
-            builder=lambda num_classes, v=_variant: AFFormer(v, num_classes),
-            output_stride=8,
-            description=f"AFFormer-{_variant} with the official CLS head (dongbo811/AFFormer)",
-        )
-    )
+register_variants(
+    "afformer",
+    AFFormer,
+    VARIANTS,
+    lambda variant: f"AFFormer-{variant} with the official CLS head (dongbo811/AFFormer)",
+    output_stride=8,
+)

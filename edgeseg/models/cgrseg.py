@@ -26,9 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeseg.models.efficientformerv2 import ConvBNSequential, EfficientFormerV2, scale_output_channels
-from edgeseg.models.fusion import fold_batchnorm
-from edgeseg.models.registry import ModelSpec, register_model
+from edgeseg.models.efficientformerv2 import EfficientFormerV2
+from edgeseg.models.fusion import batchnorm_affine, fold_input_affine, scale_output
+from edgeseg.models.layers import ConvBNSequential, ConvNormAct
+from edgeseg.models.registry import register_variants
 from edgeseg.models.static_ops import adaptive_avg_pool_matrix
 
 PPA_STRIDE = 2  # pooling to the stride-32 grid halved, i.e. stride 64
@@ -52,16 +53,6 @@ VARIANTS = {
     "b": CGRSegConfig(backbone="s2", channels=256, next_repeat=6, band_kernel=11),
     "l": CGRSegConfig(backbone="l", channels=256, next_repeat=5, band_kernel=9),
 }
-
-
-@torch.no_grad()
-def fold_input_batchnorm(bn: nn.BatchNorm2d, conv: nn.Conv2d) -> None:
-    """Fold ``bn`` into the 1×1 ``conv`` that follows it, in place: ``conv(bn(x))`` becomes ``conv(x)``."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    shift = bn.bias - bn.running_mean * scale
-    weight = conv.weight[:, :, 0, 0]
-    conv.bias.add_(weight @ shift)
-    conv.weight.mul_(scale.reshape(1, -1, 1, 1))
 
 
 class RCA(nn.Module):
@@ -101,7 +92,7 @@ class RCM(nn.Module):
     def __init__(self, dim: int, band_kernel: int) -> None:
         super().__init__()
         self.token_mixer = RCA(dim, band_kernel)
-        self.norm = nn.BatchNorm2d(dim)
+        self.norm: nn.Module = nn.BatchNorm2d(dim)
         self.mlp = ConvMlp(dim, MLP_RATIO * dim)
         self.gamma: nn.Parameter | None = nn.Parameter(torch.full((dim,), RCM_LS_INIT))
 
@@ -110,10 +101,12 @@ class RCM(nn.Module):
         return x + (y if self.gamma is None else y * self.gamma.reshape(1, -1, 1, 1))
 
     def reparameterize(self) -> None:
-        fold_input_batchnorm(self.norm, self.mlp.fc1)
-        self.norm = nn.Identity()
-        scale_output_channels(self.mlp.fc2, self.gamma)
-        self.gamma = None
+        if isinstance(self.norm, nn.BatchNorm2d):
+            self.mlp.fc1 = fold_input_affine(self.mlp.fc1, *batchnorm_affine(self.norm))
+            self.norm = nn.Identity()
+        if self.gamma is not None:
+            self.mlp.fc2 = scale_output(self.mlp.fc2, self.gamma)
+            self.gamma = None
 
 
 class RCMStack(nn.Module):
@@ -144,31 +137,13 @@ def pyramid_pool(features: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(pooled, dim=1)
 
 
-class ConvModule(nn.Module):
-    """mmcv ``ConvModule`` without bias: conv → BN → optional ReLU (keys ``conv``/``bn``)."""
-
-    def __init__(self, cin: int, cout: int, groups: int = 1, relu: bool = False) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 1, groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
-        self.relu = relu
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.bn(self.conv(x))
-        return F.relu(x) if self.relu else x
-
-    def reparameterize(self) -> None:
-        self.conv = fold_batchnorm(self.conv, self.bn)
-        self.bn = nn.Identity()
-
-
 class SIM(nn.Module):
-    """Gated fusion: ``BN(conv(local)) · resize(h_sigmoid(BN(conv(global))))`` to the local size."""
+    """Gated fusion: ``BN(conv(local)) · resize(h_sigmoid(BN(conv(global))))`` to the local size (1×1 convs)."""
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
-        self.fuse1 = ConvModule(cin, cout)
-        self.fuse2 = ConvModule(cin, cout)
+        self.fuse1 = ConvNormAct(cin, cout)
+        self.fuse2 = ConvNormAct(cin, cout)
 
     def forward(self, local: torch.Tensor, global_context: torch.Tensor) -> torch.Tensor:
         gate = F.relu6(self.fuse2(global_context) + 3) / 6
@@ -214,7 +189,7 @@ class CGRSegHead(nn.Module):
         self.meta = nn.ModuleList(RCM(c, cfg.band_kernel) for c in in_channels)
         self.conv = nn.ModuleList(nn.Conv2d(channels, c, 1) for c in in_channels[:-1])
         self.SIM = nn.ModuleList(SIM(c, channels) for c in in_channels)
-        self.linear_fuse = ConvModule(channels, channels, groups=channels, relu=True)
+        self.linear_fuse = ConvNormAct(channels, channels, groups=channels, act=nn.ReLU())
         self.conv_seg = nn.Conv2d(channels, num_classes, 1)
         self.lgc = DPGHead(channels)
 
@@ -259,13 +234,4 @@ _DESCRIPTIONS = {
     "l": "CGRSeg-L (EfficientFormerV2-L, nizhenliang/CGRSeg ADE20K config; 35.68 M params, paper 35.7 M)",
 }
 
-for _variant in VARIANTS:
-    register_model(
-        ModelSpec(
-            name=f"cgrseg-{_variant}",
-            family="cgrseg",
-            builder=lambda num_classes, v=_variant: CGRSeg(v, num_classes),
-            output_stride=8,
-            description=_DESCRIPTIONS[_variant],
-        )
-    )
+register_variants("cgrseg", CGRSeg, VARIANTS, _DESCRIPTIONS.__getitem__, output_stride=8)

@@ -30,13 +30,16 @@ upsampling (it is linear per pixel and bilinear weights sum to one), so the stri
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import cast
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from edgeseg.models.fusion import compose_pointwise, fold_batchnorm, split_pointwise, upsample_sum
-from edgeseg.models.layers import ConvBNReLU
-from edgeseg.models.registry import ModelSpec, register_model
+from edgeseg.models.fusion import scale_output
+from edgeseg.models.heads import AllMLPHead
+from edgeseg.models.layers import ConvBNSequential, ConvNormAct
+from edgeseg.models.registry import register_variants
 
 NORM_EPS = 1e-5
 MLP_RATIO = 4
@@ -46,25 +49,36 @@ LOCAL_KERNELS = (3, 5, 7, 9)
 DEPTHS = (2, 2, 6, 2)
 HEAD_DROPOUT = 0.1
 
+
+@dataclass(frozen=True)
+class CloFormerConfig:
+    """Widths, heads and (local, global) head splits per stage, and the segmentation head's width E."""
+
+    embed_dims: tuple[int, int, int, int]
+    num_heads: tuple[int, int, int, int]
+    group_splits: tuple[tuple[int, int], ...]
+    head_embed_dim: int
+
+
 VARIANTS = {
-    "xxs": {
-        "embed_dims": (32, 64, 128, 256),
-        "num_heads": (4, 4, 8, 16),
-        "group_splits": ((3, 1), (2, 2), (4, 4), (4, 12)),
-        "head_embed_dim": 128,
-    },
-    "xs": {
-        "embed_dims": (48, 96, 160, 352),
-        "num_heads": (3, 6, 10, 22),
-        "group_splits": ((2, 1), (3, 3), (5, 5), (7, 15)),
-        "head_embed_dim": 128,
-    },
-    "s": {
-        "embed_dims": (64, 128, 224, 448),
-        "num_heads": (4, 8, 14, 28),
-        "group_splits": ((3, 1), (4, 4), (7, 7), (7, 21)),
-        "head_embed_dim": 256,
-    },
+    "xxs": CloFormerConfig(
+        embed_dims=(32, 64, 128, 256),
+        num_heads=(4, 4, 8, 16),
+        group_splits=((3, 1), (2, 2), (4, 4), (4, 12)),
+        head_embed_dim=128,
+    ),
+    "xs": CloFormerConfig(
+        embed_dims=(48, 96, 160, 352),
+        num_heads=(3, 6, 10, 22),
+        group_splits=((2, 1), (3, 3), (5, 5), (7, 15)),
+        head_embed_dim=128,
+    ),
+    "s": CloFormerConfig(
+        embed_dims=(64, 128, 224, 448),
+        num_heads=(4, 8, 14, 28),
+        group_splits=((3, 1), (4, 4), (7, 7), (7, 21)),
+        head_embed_dim=256,
+    ),
 }
 
 
@@ -113,14 +127,11 @@ class StemConv(nn.Module):
 
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
-        self.conv = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.BatchNorm2d(cout, eps=NORM_EPS), nn.ReLU())
+        norm = nn.BatchNorm2d(cout, eps=NORM_EPS)
+        self.conv = ConvNormAct(cin, cout, 3, stride, bias=True, norm=norm, act=nn.ReLU(), names=("0", "1"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
-
-    def reparameterize(self) -> None:
-        self.conv[0] = fold_batchnorm(self.conv[0], self.conv[1])
-        self.conv[1] = nn.Identity()
 
 
 class PatchEmbedding(nn.Module):
@@ -196,11 +207,9 @@ class EfficientAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(torch.cat([self.local_context(x), self.global_context(x)], dim=1))
 
-    @torch.no_grad()
     def reparameterize(self) -> None:
-        second_fc = self.act_blocks[0].act_block[2]
-        second_fc.weight *= self.gate_scale
-        second_fc.bias *= self.gate_scale
+        act_block = cast(AttnMap, self.act_blocks[0]).act_block
+        act_block[2] = scale_output(act_block[2], self.gate_scale)
         self.gate_scale = 1.0
 
 
@@ -219,15 +228,9 @@ class ConvFFN(nn.Module):
         return self.fc2(self.dwconv(self.act(self.fc1(x))))
 
 
-class DownsampleShortcut(nn.Sequential):
+def downsample_shortcut(dim: int, out_dim: int) -> ConvBNSequential:
     """Stride-2 shortcut: dense 5×5 s2 conv → BatchNorm → 1×1 conv to ``out_dim``."""
-
-    def __init__(self, dim: int, out_dim: int) -> None:
-        super().__init__(nn.Conv2d(dim, dim, 5, 2, 2), nn.BatchNorm2d(dim, eps=NORM_EPS), nn.Conv2d(dim, out_dim, 1))
-
-    def reparameterize(self) -> None:
-        self[0] = fold_batchnorm(self[0], self[1])
-        self[1] = nn.Identity()
+    return ConvBNSequential(nn.Conv2d(dim, dim, 5, 2, 2), nn.BatchNorm2d(dim, eps=NORM_EPS), nn.Conv2d(dim, out_dim, 1))
 
 
 class EfficientBlock(nn.Module):
@@ -248,7 +251,7 @@ class EfficientBlock(nn.Module):
         self.attn = EfficientAttention(dim, num_heads, group_split, kernel_size, window)
         self.norm2 = LayerNormCHW(dim)
         self.mlp = ConvFFN(dim, out_dim, stride)
-        self.downsample = DownsampleShortcut(dim, out_dim) if stride == 2 else nn.Identity()
+        self.downsample = downsample_shortcut(dim, out_dim) if stride == 2 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
@@ -300,7 +303,7 @@ class CloFormerBackbone(nn.Module):
     def __init__(self, variant: str) -> None:
         super().__init__()
         cfg = VARIANTS[variant]
-        dims = cfg["embed_dims"]
+        dims = cfg.embed_dims
         out_dims = (*dims[1:], dims[-1])
         self.patch_embed = PatchEmbedding(dims[0])
         self.layers = nn.ModuleList(
@@ -308,8 +311,8 @@ class CloFormerBackbone(nn.Module):
                 dims[i],
                 out_dims[i],
                 DEPTHS[i],
-                cfg["num_heads"][i],
-                cfg["group_splits"][i],
+                cfg.num_heads[i],
+                cfg.group_splits[i],
                 LOCAL_KERNELS[i],
                 WINDOW_SIZES[i],
                 downsample=i < len(dims) - 1,
@@ -356,41 +359,6 @@ class CloFormer(CloFormerBackbone):
         self.norm = LayerNormCHW(self.norm.num_channels, affine=False)
 
 
-class AllMLPHead(nn.Module):
-    """SegFormer-style head (edgeseg's own): per-tap 1×1 to E, upsample to stride 4, concat, fuse, classify.
-
-    After :meth:`reparameterize` the fuse conv (with its BatchNorm) is composed into the per-tap 1×1 convs,
-    which then run before the upsampling, and the upsampled maps are summed instead of concatenated.
-    """
-
-    def __init__(self, in_channels: tuple[int, ...], embed_dim: int, num_classes: int) -> None:
-        super().__init__()
-        self.linear_c = nn.ModuleList(nn.Conv2d(c, embed_dim, 1) for c in in_channels)
-        self.linear_fuse: ConvBNReLU | None = ConvBNReLU(len(in_channels) * embed_dim, embed_dim)
-        self.embed_dim = embed_dim
-        self.dropout = nn.Dropout2d(HEAD_DROPOUT)
-        self.linear_pred = nn.Conv2d(embed_dim, num_classes, 1)
-
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """``features`` from stride 4 to 32; logits at the first one's (stride 4) size."""
-        size = features[0].shape[2:]
-        projected = [conv(f) for conv, f in zip(self.linear_c, features)]
-        if self.linear_fuse is None:
-            fused = F.relu(upsample_sum(projected, size))
-        else:
-            resized = [F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in projected[1:]]
-            fused = self.linear_fuse(torch.cat([*resized[::-1], projected[0]], dim=1))
-        return self.linear_pred(self.dropout(fused))
-
-    def reparameterize(self) -> None:
-        if self.linear_fuse is None:
-            return
-        parts = split_pointwise(self.linear_fuse.folded_conv(), [self.embed_dim] * len(self.linear_c))[::-1]
-        for i, (conv, part) in enumerate(zip(self.linear_c, parts)):  # concat order is reversed
-            self.linear_c[i] = compose_pointwise(part, conv.weight[:, :, 0, 0], conv.bias)
-        self.linear_fuse = None
-
-
 class CloFormerSeg(CloFormerBackbone):
     """CloFormer backbone + edgeseg's all-MLP head on the stride 4/8/16/32 taps; logits at stride 4.
 
@@ -405,37 +373,35 @@ class CloFormerSeg(CloFormerBackbone):
     def __init__(self, variant: str, num_classes: int) -> None:
         super().__init__(variant)
         in_channels = (self.stem_channels, *(self.out_channels[i] for i in self.taps))
-        self.decode_head = AllMLPHead(in_channels, VARIANTS[variant]["head_embed_dim"], num_classes)
+        embed_dim = VARIANTS[variant].head_embed_dim
+        projections = [nn.Conv2d(c, embed_dim, 1) for c in in_channels]
+        self.decode_head = AllMLPHead(projections, embed_dim, num_classes, dropout=HEAD_DROPOUT)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         stem, features = self.forward_pyramid(x)
         return self.decode_head([stem, *(features[i] for i in self.taps)])
 
 
-for _variant in VARIANTS:
-    register_model(
-        ModelSpec(
-            name=f"cloformer-{_variant}",
-            family="cloformer",
-            builder=lambda num_classes, v=_variant: CloFormer(v, num_classes),
-            output_stride=32,
-            task="classification",
-            description=(
-                f"CloFormer-{_variant.upper()} ImageNet classifier (qhfan/CloFormer; N×classes logits after global "
-                "pooling of the stride-32 features, not a segmenter; official checkpoints need num_classes=1000)"
-            ),
-        )
-    )
-    register_model(
-        ModelSpec(
-            name=f"cloformer-{_variant}-seg",
-            family="cloformer",
-            builder=lambda num_classes, v=_variant: CloFormerSeg(v, num_classes),
-            output_stride=4,
-            description=(
-                f"CloFormer-{_variant.upper()} backbone + edgeseg's own SegFormer-style all-MLP head "
-                f"(E={VARIANTS[_variant]['head_embed_dim']}, no official weights; loads an ImageNet CloFormer "
-                "checkpoint into the backbone)"
-            ),
-        )
-    )
+register_variants(
+    "cloformer",
+    CloFormer,
+    VARIANTS,
+    lambda variant: (
+        f"CloFormer-{variant.upper()} ImageNet classifier (qhfan/CloFormer; N×classes logits after global "
+        "pooling of the stride-32 features, not a segmenter; official checkpoints need num_classes=1000)"
+    ),
+    output_stride=32,
+    task="classification",
+)
+register_variants(
+    "cloformer",
+    CloFormerSeg,
+    VARIANTS,
+    lambda variant: (
+        f"CloFormer-{variant.upper()} backbone + edgeseg's own SegFormer-style all-MLP head "
+        f"(E={VARIANTS[variant].head_embed_dim}, no official weights; loads an ImageNet CloFormer "
+        "checkpoint into the backbone)"
+    ),
+    suffix="-seg",
+    output_stride=4,
+)

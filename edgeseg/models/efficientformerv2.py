@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import _disable_current_modes
 
-from edgeseg.models.fusion import fold_batchnorm
+from edgeseg.models.fusion import fold_batchnorm_pairs, scale_output
+from edgeseg.models.layers import ConvBNSequential, ConvNormAct
 
 # The official constructor default (configs never change it): bias tables are sized for 512×512 inputs.
 TABLE_RESOLUTION = 512
@@ -82,28 +83,9 @@ VARIANTS = {
 }
 
 
-class ConvBNSequential(nn.Sequential):
-    """``nn.Sequential`` whose ``reparameterize()`` folds every Conv2d → BatchNorm2d pair into the conv."""
-
-    def reparameterize(self) -> None:
-        for i in range(len(self) - 1):
-            if isinstance(self[i], nn.Conv2d) and isinstance(self[i + 1], nn.BatchNorm2d):
-                self[i] = fold_batchnorm(self[i], self[i + 1])
-                self[i + 1] = nn.Identity()
-
-
-def conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1) -> ConvBNSequential:
+def conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1) -> ConvNormAct:
     """Conv (with bias, 'same'-style padding) → BatchNorm, keys ``0``/``1``."""
-    return ConvBNSequential(nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups), nn.BatchNorm2d(cout))
-
-
-@torch.no_grad()
-def scale_output_channels(conv: nn.Conv2d, scale: torch.Tensor) -> None:
-    """Multiply ``conv``'s output channels by ``scale`` in place (folds a following per-channel scale)."""
-    scale = scale.reshape(-1)
-    conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
-    if conv.bias is not None:
-        conv.bias.mul_(scale)
+    return ConvNormAct(cin, cout, kernel, stride, groups=groups, bias=True, names=("0", "1"))
 
 
 def attention_bias_index(grid: int) -> torch.Tensor:
@@ -207,7 +189,7 @@ class Attention4D(RelativeBiasAttention):
         return self.proj(out)
 
     def reparameterize(self) -> None:
-        scale_output_channels(self.q[0], torch.full((self.q[0].out_channels,), self.scale))
+        self.q[0] = scale_output(self.q[0], self.scale)
         self.scale = 1.0
         self.freeze_bias()
 
@@ -265,7 +247,7 @@ class Attention4DDownsample(RelativeBiasAttention):
         return self.proj(out)
 
     def reparameterize(self) -> None:
-        scale_output_channels(self.q.proj[0], torch.full((self.q.proj[0].out_channels,), self.scale))
+        self.q.proj[0] = scale_output(self.q.proj[0], self.scale)
         self.scale = 1.0
         self.freeze_bias()
 
@@ -288,9 +270,7 @@ class Mlp(nn.Module):
         return self.norm2(self.fc2(x))
 
     def reparameterize(self) -> None:
-        for conv, norm in (("fc1", "norm1"), ("mid", "mid_norm"), ("fc2", "norm2")):
-            setattr(self, conv, fold_batchnorm(getattr(self, conv), getattr(self, norm)))
-            setattr(self, norm, nn.Identity())
+        fold_batchnorm_pairs(self, ("fc1", "norm1"), ("mid", "mid_norm"), ("fc2", "norm2"))
 
 
 class FFN(nn.Module):
@@ -306,8 +286,9 @@ class FFN(nn.Module):
         return x + (y if self.layer_scale_2 is None else self.layer_scale_2 * y)
 
     def reparameterize(self) -> None:
-        scale_output_channels(self.mlp.fc2, self.layer_scale_2)
-        self.layer_scale_2 = None
+        if self.layer_scale_2 is not None:
+            self.mlp.fc2 = scale_output(self.mlp.fc2, self.layer_scale_2)
+            self.layer_scale_2 = None
 
 
 class AttnFFN(FFN):
@@ -324,25 +305,10 @@ class AttnFFN(FFN):
         return super().forward(x)
 
     def reparameterize(self) -> None:
-        scale_output_channels(self.token_mixer.proj[1], self.layer_scale_1)
-        self.layer_scale_1 = None
+        if self.layer_scale_1 is not None:
+            self.token_mixer.proj[1] = scale_output(self.token_mixer.proj[1], self.layer_scale_1)
+            self.layer_scale_1 = None
         super().reparameterize()
-
-
-class Embedding(nn.Module):
-    """Stride-2 downsampling between stages: conv 3×3 → BN."""
-
-    def __init__(self, dim: int, out_dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(dim, out_dim, 3, 2, 1)
-        self.norm = nn.BatchNorm2d(out_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.proj(x))
-
-    def reparameterize(self) -> None:
-        self.proj = fold_batchnorm(self.proj, self.norm)
-        self.norm = nn.Identity()
 
 
 class AttentionEmbedding(nn.Module):
@@ -358,8 +324,12 @@ class AttentionEmbedding(nn.Module):
         return self.attn(x) + self.bn(self.conv(x))
 
     def reparameterize(self) -> None:
-        self.conv = fold_batchnorm(self.conv, self.bn)
-        self.bn = nn.Identity()
+        fold_batchnorm_pairs(self, ("conv", "bn"))
+
+
+def embedding(dim: int, out_dim: int) -> ConvNormAct:
+    """Stride-2 downsampling between stages: conv 3×3 → BN (keys ``proj``/``norm``)."""
+    return ConvNormAct(dim, out_dim, 3, 2, bias=True, names=("proj", "norm"))
 
 
 def build_stage(cfg: BackboneConfig, index: int) -> nn.Sequential:
@@ -399,9 +369,9 @@ class EfficientFormerV2(nn.Module):
         self.network = nn.ModuleList(
             [
                 build_stage(cfg, 0),
-                Embedding(dims[0], dims[1]),
+                embedding(dims[0], dims[1]),
                 build_stage(cfg, 1),
-                Embedding(dims[1], dims[2]),
+                embedding(dims[1], dims[2]),
                 build_stage(cfg, 2),
                 AttentionEmbedding(dims[2], dims[3], down_resolution),
                 build_stage(cfg, 3),

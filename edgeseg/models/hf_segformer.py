@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from edgeseg.models.checkpoint import CheckpointError
+from edgeseg.models.mit import MIT_VARIANTS
 
 # transformers ≥ 5 module names → 4.x names (applied in order).
 V5_TO_V4 = (
@@ -151,11 +152,8 @@ def nvlabs_to_hf(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor
     return out, dropped
 
 
-def hf_config(variant: str, num_classes: int) -> dict[str, object]:
-    """A transformers ``SegformerConfig`` (as JSON) for an edgeseg SegFormer variant."""
-    from edgeseg.models.mit import MIT_VARIANTS
-    from edgeseg.models.segformer import DECODER_DIMS
-
+def hf_config(variant: str, num_classes: int, decoder_dim: int) -> dict[str, object]:
+    """A transformers ``SegformerConfig`` (as JSON) for an edgeseg SegFormer variant with decoder width E."""
     mit = MIT_VARIANTS[variant]
     return {
         "model_type": "segformer",
@@ -170,7 +168,7 @@ def hf_config(variant: str, num_classes: int) -> dict[str, object]:
         "num_attention_heads": [1, 2, 5, 8],
         "mlp_ratios": [4, 4, 4, 4],
         "hidden_act": "gelu",
-        "decoder_hidden_size": DECODER_DIMS[variant],
+        "decoder_hidden_size": decoder_dim,
         "semantic_loss_ignore_index": 255,
         "id2label": {str(i): f"class_{i}" for i in range(num_classes)},
         "label2id": {f"class_{i}": i for i in range(num_classes)},
@@ -191,13 +189,14 @@ def convert_checkpoint(model: str, source: str | Path, destination: str | Path, 
     variant = model.removeprefix("segformer-")
     state = read_state_dict(source)
     nvlabs = hf_to_nvlabs(state) if is_hf_segformer(state) else state
-    num_classes = nvlabs["decode_head.linear_pred.weight"].shape[0]
+    num_classes, decoder_dim = nvlabs["decode_head.linear_pred.weight"].shape[:2]
     destination = Path(destination)
     if to == "hf":
         converted, dropped = nvlabs_to_hf(nvlabs)
         destination.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in converted.items()}, destination / "model.safetensors")
-        (destination / "config.json").write_text(json.dumps(hf_config(variant, num_classes), indent=2) + "\n")
+        config = hf_config(variant, num_classes, decoder_dim)
+        (destination / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         return [f"dropped {key} (never used by the forward)" for key in dropped]
     if to == "nvlabs":
         notes = []

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeseg.models.mit import multi_head_attention, to_image, to_tokens
+from edgeseg.models.layers import to_image, to_tokens
+from edgeseg.models.mit import multi_head_attention
 
 LN_EPS = 1e-5
 WINDOW = 3  # CSA window size (padding 1, stride 2)

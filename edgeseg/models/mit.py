@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgeseg.models.layers import to_image, to_tokens
+
 # (block and stage norm eps, patch-embedding and spatial-reduction norm eps) of each official code.
 NVLABS_EPS = (1e-6, 1e-5)
 MMSEG_EPS = (1e-6, 1e-6)
@@ -49,16 +51,6 @@ MIT_VARIANTS = {
 }
 # (kernel, stride) of each stage's overlapping patch embedding; padding is kernel // 2.
 PATCH_EMBED = ((7, 4), (3, 2), (3, 2), (3, 2))
-
-
-def to_tokens(x: torch.Tensor) -> torch.Tensor:
-    """B×C×H×W → B×(H·W)×C."""
-    return x.flatten(2).transpose(1, 2)
-
-
-def to_image(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """B×(H·W)×C → B×C×H×W; ``size`` comes from a tensor's shape so it stays symbolic when traced."""
-    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], size[0], size[1])
 
 
 def multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int) -> torch.Tensor:

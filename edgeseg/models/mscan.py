@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeseg.models.fusion import fold_batchnorm
+from edgeseg.models.fusion import batchnorm_affine, fold_input_affine, scale_output
+from edgeseg.models.layers import ConvBNSequential, ConvNormAct
 
 LN_EPS = 1e-5
 LAYER_SCALE_INIT = 1e-2
@@ -41,57 +42,12 @@ MSCAN_VARIANTS = {
 }
 
 
-@torch.no_grad()
-def fold_input_affine(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor) -> nn.Conv2d:
-    """A 1×1 conv equal to ``conv(scale·x + shift)`` (per input channel)."""
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, 1, bias=True)
-    weight = conv.weight[:, :, 0, 0]
-    fused.weight.copy_((weight * scale)[:, :, None, None])
-    bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
-    fused.bias.copy_(bias + weight @ shift)
-    return fused
-
-
-@torch.no_grad()
-def scale_output(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor | None = None) -> nn.Conv2d:
-    """A conv equal to ``scale·conv(x) + shift`` (per output channel)."""
-    fused = nn.Conv2d(
-        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups
-    )
-    fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
-    bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
-    fused.bias.copy_(bias * scale + (shift if shift is not None else 0))
-    return fused
-
-
-def batchnorm_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale, shift) with ``bn(x) = scale·x + shift`` in eval mode."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    return scale, bn.bias - bn.running_mean * scale
-
-
-class ConvBN(nn.Module):
-    """Strided conv → BatchNorm: the patch embedding of stages 2–4 (keys ``proj``, ``norm``)."""
-
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(cin, cout, kernel, stride, kernel // 2)
-        self.norm = nn.BatchNorm2d(cout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.proj(x))
-
-    def reparameterize(self) -> None:
-        self.proj = fold_batchnorm(self.proj, self.norm)
-        self.norm = nn.Identity()
-
-
 class StemConv(nn.Module):
     """conv3×3/2 → BN → GELU → conv3×3/2 → BN (keys ``proj.{0,1,3,4}``)."""
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
-        self.proj = nn.Sequential(
+        self.proj = ConvBNSequential(
             nn.Conv2d(cin, cout // 2, 3, 2, 1),
             nn.BatchNorm2d(cout // 2),
             nn.GELU(),
@@ -101,11 +57,6 @@ class StemConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x)
-
-    def reparameterize(self) -> None:
-        first = fold_batchnorm(self.proj[0], self.proj[1])
-        second = fold_batchnorm(self.proj[3], self.proj[4])
-        self.proj = nn.Sequential(first, nn.Identity(), nn.GELU(), second, nn.Identity())
 
 
 class MultiScaleConvAttention(nn.Module):
@@ -197,7 +148,9 @@ class MSCAN(nn.Module):
         super().__init__()
         dims = config.embed_dims
         for i, dim in enumerate(dims):
-            embed = StemConv(3, dim) if i == 0 else ConvBN(dims[i - 1], dim, 3, 2)
+            embed = (
+                StemConv(3, dim) if i == 0 else ConvNormAct(dims[i - 1], dim, 3, 2, bias=True, names=("proj", "norm"))
+            )
             self.add_module(f"patch_embed{i + 1}", embed)
             blocks = nn.ModuleList(MSCABlock(dim, config.mlp_ratios[i]) for _ in range(config.depths[i]))
             self.add_module(f"block{i + 1}", blocks)

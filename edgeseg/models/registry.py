@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -41,6 +43,31 @@ def register_model(spec: ModelSpec) -> ModelSpec:
         raise ValueError(f"model {spec.name!r} is registered twice")
     _REGISTRY[spec.name] = spec
     return spec
+
+
+def register_variants(
+    family: str,
+    build: Callable[[str, int], nn.Module],
+    variants: Iterable[str],
+    describe: Callable[[str], str],
+    *,
+    suffix: str = "",
+    **spec_fields: Any,
+) -> None:
+    """Register ``{family}-{variant}{suffix}`` for every variant, built as ``build(variant, num_classes)``.
+
+    ``describe(variant)`` gives the description; ``spec_fields`` are the other :class:`ModelSpec` fields.
+    """
+    for variant in variants:
+        register_model(
+            ModelSpec(
+                name=f"{family}-{variant}{suffix}",
+                family=family,
+                builder=functools.partial(build, variant),
+                description=describe(variant),
+                **spec_fields,
+            )
+        )
 
 
 def list_models() -> list[str]:

@@ -8,7 +8,8 @@ output:
   to Python ints, which bakes it into a traced graph), so exports with dynamic H and W are correct at
   every size.
 - K and V come from the one ``kv`` Linear split on channels (no 5-D reshape); see :mod:`edgeseg.models.mit`.
-- ``reparameterize()`` folds the ``linear_fuse`` BatchNorm into its conv.
+- ``reparameterize()`` folds the ``linear_fuse`` BatchNorm into its conv and composes it into the projections,
+  so every scale is fused at its own resolution (the 4E→E conv at stride 4, half of B0's MACs, disappears).
 - ``BaseDecodeHead.conv_seg`` is never used by the official forward; it is not built and its checkpoint
   keys are ignored.
 
@@ -18,84 +19,49 @@ the key map in :mod:`edgeseg.models.hf_segformer`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from edgeseg.models.fusion import compose_pointwise, split_pointwise, upsample_sum
+from edgeseg.models.heads import AllMLPHead, LinearProjection
 from edgeseg.models.hf_segformer import hf_to_nvlabs, is_hf_segformer
-from edgeseg.models.layers import ConvBNReLU, EncoderDecoder
-from edgeseg.models.mit import MIT_VARIANTS, NVLABS_EPS, MixVisionTransformer, to_image, to_tokens
-from edgeseg.models.registry import ModelSpec, register_model
-
-# Decoder embedding dim E of each variant (NVlabs local_configs).
-DECODER_DIMS = {"b0": 256, "b1": 256, "b2": 768, "b3": 768, "b4": 768, "b5": 768}
+from edgeseg.models.layers import EncoderDecoder
+from edgeseg.models.mit import MIT_VARIANTS, NVLABS_EPS, MiTConfig, MixVisionTransformer
+from edgeseg.models.registry import register_variants
 
 
-class LinearProjection(nn.Module):
-    """Per-pixel Linear C → E on an image (official ``MLP``, key ``proj``)."""
+@dataclass(frozen=True)
+class SegFormerConfig:
+    """The MiT encoder and the decoder embedding dim E of one variant (NVlabs local_configs)."""
 
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__()
-        self.proj = nn.Linear(cin, cout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return to_image(self.proj(to_tokens(x)), (x.shape[2], x.shape[3]))
+    encoder: MiTConfig
+    decoder_dim: int
 
 
-class SegFormerHead(nn.Module):
-    """Project c1..c4 to E, resize to c1 (bilinear), concat [c4, c3, c2, c1], fuse, classify.
-
-    :meth:`reparameterize` composes the fuse conv (BatchNorm folded) into each projection, so every scale is
-    fused at its own resolution as a 1×1 conv on the NCHW map and the upsampled results are summed: exact,
-    and the 4E→E conv at stride 4 (half of SegFormer-B0's MACs) disappears.
-    """
-
-    def __init__(self, in_channels: tuple[int, ...], embed_dim: int, num_classes: int) -> None:
-        super().__init__()
-        for i, cin in enumerate(in_channels, start=1):
-            self.add_module(f"linear_c{i}", LinearProjection(cin, embed_dim))
-        self.linear_fuse = ConvBNReLU(len(in_channels) * embed_dim, embed_dim)
-        self.linear_pred = nn.Conv2d(embed_dim, num_classes, 1)
-        self.embed_dim = embed_dim
-        self.num_inputs = len(in_channels)
-        self.branches: nn.ModuleList | None = None
-
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        size = features[0].shape[2:]
-        if self.branches is not None:
-            fused = upsample_sum([branch(f) for branch, f in zip(self.branches, features)], size)
-            return self.linear_pred(F.relu(fused))
-        projected = []
-        for i in range(len(features), 0, -1):
-            x = getattr(self, f"linear_c{i}")(features[i - 1])
-            if i > 1:
-                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            projected.append(x)
-        return self.linear_pred(self.linear_fuse(torch.cat(projected, dim=1)))
-
-    def reparameterize(self) -> None:
-        parts = split_pointwise(self.linear_fuse.folded_conv(), [self.embed_dim] * self.num_inputs)[::-1]
-        branches = []
-        for i, part in enumerate(parts, start=1):  # concat order is c4..c1, so the parts come reversed
-            projection = getattr(self, f"linear_c{i}").proj
-            branches.append(compose_pointwise(part, projection.weight, projection.bias))
-            delattr(self, f"linear_c{i}")
-        self.branches = nn.ModuleList(branches)
-        del self.linear_fuse
+VARIANTS = {
+    variant: SegFormerConfig(MIT_VARIANTS[variant], decoder_dim)
+    for variant, decoder_dim in (("b0", 256), ("b1", 256), ("b2", 768), ("b3", 768), ("b4", 768), ("b5", 768))
+}
 
 
 class SegFormer(EncoderDecoder):
-    """SegFormer segmenter: ``forward(x)`` gives logits at stride 4."""
+    """SegFormer segmenter: ``forward(x)`` gives logits at stride 4.
+
+    The head is the all-MLP decoder (:class:`~edgeseg.models.heads.AllMLPHead`) with the official keys
+    ``linear_c{1..4}.proj``, ``linear_fuse``, ``linear_pred``: project c1..c4 to E, resize to c1 (bilinear),
+    concat [c4, c3, c2, c1], fuse, classify.
+    """
 
     checkpoint_ignored = (r"^decode_head\.conv_seg\.",)
 
     def __init__(self, variant: str, num_classes: int) -> None:
         super().__init__()
-        if variant not in MIT_VARIANTS:
-            raise ValueError(f"unknown SegFormer variant {variant!r}; choose one of {', '.join(MIT_VARIANTS)}")
-        self.backbone = MixVisionTransformer(MIT_VARIANTS[variant], eps=NVLABS_EPS)
-        self.decode_head = SegFormerHead(self.backbone.out_channels, DECODER_DIMS[variant], num_classes)
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown SegFormer variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        cfg = VARIANTS[variant]
+        self.backbone = MixVisionTransformer(cfg.encoder, eps=NVLABS_EPS)
+        projections = [LinearProjection(c, cfg.decoder_dim) for c in self.backbone.out_channels]
+        self.decode_head = AllMLPHead(projections, cfg.decoder_dim, num_classes, numbered_keys=True)
 
     @staticmethod
     def remap_checkpoint(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -103,14 +69,11 @@ class SegFormer(EncoderDecoder):
         return hf_to_nvlabs(state) if is_hf_segformer(state) else state
 
 
-for _variant in MIT_VARIANTS:
-    register_model(
-        ModelSpec(
-            name=f"segformer-{_variant}",
-            family="segformer",
-            builder=lambda num_classes, v=_variant: SegFormer(v, num_classes),
-            output_stride=4,
-            dynamic_resolution=True,
-            description=f"SegFormer-{_variant.upper()} (MiT-{_variant.upper()} + all-MLP head, NVlabs/SegFormer)",
-        )
-    )
+register_variants(
+    "segformer",
+    SegFormer,
+    VARIANTS,
+    lambda variant: f"SegFormer-{variant.upper()} (MiT-{variant.upper()} + all-MLP head, NVlabs/SegFormer)",
+    output_stride=4,
+    dynamic_resolution=True,
+)

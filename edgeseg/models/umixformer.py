@@ -25,12 +25,15 @@ to the official ones) and export are checked.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from edgeseg.models.fusion import split_pointwise, upsample_sum
-from edgeseg.models.layers import ConvBNReLU, EncoderDecoder
+from edgeseg.models.layers import ConvNormAct, EncoderDecoder, to_image, to_tokens
 from edgeseg.models.lvt import LVT
 from edgeseg.models.mit import (
     MIT_VARIANTS,
@@ -39,24 +42,32 @@ from edgeseg.models.mit import (
     MixVisionTransformer,
     mmseg_to_nvlabs,
     multi_head_attention,
-    to_image,
-    to_tokens,
 )
 from edgeseg.models.mscan import MSCAN, MSCAN_VARIANTS
-from edgeseg.models.registry import ModelSpec, register_model
+from edgeseg.models.registry import register_variants
 
 DECODER_HEADS = (8, 5, 2, 1)  # stages c4, c3, c2, c1
 POOL_RATIOS = (1, 2, 4, 8)  # CatKey inputs at strides 32, 16, 8, 4
 DECODER_LN_EPS = 1e-5
 DECODER_MLP_RATIO = 4
-# Encoder builder, fused embedding dim and description of each registered model.
+
+
+@dataclass(frozen=True)
+class UMixFormerConfig:
+    """The encoder (built by ``encoder()``), the decoder's fused embedding dim and the encoder's description."""
+
+    encoder: Callable[[], nn.Module]
+    embed_dim: int
+    encoder_name: str
+
+
 VARIANTS = {
-    "b0": (lambda: MixVisionTransformer(MIT_VARIANTS["b0"], eps=MMSEG_EPS), 128, "a MiT-B0 encoder"),
-    "b1": (lambda: MixVisionTransformer(MIT_VARIANTS["b1"], eps=MMSEG_EPS), 128, "a MiT-B1 encoder"),
-    "b2": (lambda: MixVisionTransformer(MIT_VARIANTS["b2"], eps=MMSEG_EPS), 768, "a MiT-B2 encoder"),
-    "mscan-t": (lambda: MSCAN(MSCAN_VARIANTS["t"]), 128, "an MSCAN-T (SegNeXt) encoder"),
-    "mscan-s": (lambda: MSCAN(MSCAN_VARIANTS["s"]), 128, "an MSCAN-S (SegNeXt) encoder"),
-    "lvt": (LVT, 128, "an LVT encoder"),
+    "b0": UMixFormerConfig(lambda: MixVisionTransformer(MIT_VARIANTS["b0"], eps=MMSEG_EPS), 128, "a MiT-B0 encoder"),
+    "b1": UMixFormerConfig(lambda: MixVisionTransformer(MIT_VARIANTS["b1"], eps=MMSEG_EPS), 128, "a MiT-B1 encoder"),
+    "b2": UMixFormerConfig(lambda: MixVisionTransformer(MIT_VARIANTS["b2"], eps=MMSEG_EPS), 768, "a MiT-B2 encoder"),
+    "mscan-t": UMixFormerConfig(lambda: MSCAN(MSCAN_VARIANTS["t"]), 128, "an MSCAN-T (SegNeXt) encoder"),
+    "mscan-s": UMixFormerConfig(lambda: MSCAN(MSCAN_VARIANTS["s"]), 128, "an MSCAN-S (SegNeXt) encoder"),
+    "lvt": UMixFormerConfig(LVT, 128, "an LVT encoder"),
 }
 
 
@@ -124,7 +135,7 @@ class UMixFormerHead(nn.Module):
             self.add_module(f"attn_c{stage}", MixAttentionBlock(dim, kv_dim, heads))
         for index in range(1, 5):
             self.add_module(f"cat_key{index}", CatKey(top_down))
-        self.linear_fuse = ConvBNReLU(kv_dim, embed_dim)
+        self.linear_fuse = ConvNormAct(kv_dim, embed_dim, act=nn.ReLU())
         self.linear_pred = nn.Conv2d(embed_dim, num_classes, 1)
         self.decoded_channels = list(top_down)
         self.branches: nn.ModuleList | None = None
@@ -156,9 +167,9 @@ class UMixFormer(EncoderDecoder):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown U-MixFormer variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-        build_encoder, embed_dim, _ = VARIANTS[variant]
-        self.backbone = build_encoder()
-        self.decode_head = UMixFormerHead(self.backbone.out_channels, embed_dim, num_classes)
+        cfg = VARIANTS[variant]
+        self.backbone = cfg.encoder()
+        self.decode_head = UMixFormerHead(self.backbone.out_channels, cfg.embed_dim, num_classes)
 
     def remap_checkpoint(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Official MiT checkpoints hold mmseg-1.x backbone keys; map them onto the NVlabs-named modules."""
@@ -167,14 +178,11 @@ class UMixFormer(EncoderDecoder):
         return state
 
 
-for _variant in VARIANTS:
-    register_model(
-        ModelSpec(
-            name=f"umixformer-{_variant}",
-            family="umixformer",
-            builder=lambda num_classes, v=_variant: UMixFormer(v, num_classes),
-            output_stride=4,
-            dynamic_resolution=True,
-            description=f"U-MixFormer with {VARIANTS[_variant][2]} (julian-klitzing/u-mixformer)",
-        )
-    )
+register_variants(
+    "umixformer",
+    UMixFormer,
+    VARIANTS,
+    lambda variant: f"U-MixFormer with {VARIANTS[variant].encoder_name} (julian-klitzing/u-mixformer)",
+    output_stride=4,
+    dynamic_resolution=True,
+)
