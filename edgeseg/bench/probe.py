@@ -59,7 +59,7 @@ def _workload(seg: runtime.Segmenter, boundary: str, image_size: tuple[int, int]
     return lambda: seg.predict(image)
 
 
-def _resident_mb() -> dict[str, float | None]:
+def resident_mb() -> dict[str, float | None]:
     """Peak and current resident set size of this process in MiB (None where /proc is unavailable)."""
     fields: dict[str, float | None] = {"VmHWM": None, "VmRSS": None}
     try:
@@ -102,7 +102,7 @@ def _measure(seg: runtime.Segmenter, args: argparse.Namespace, load_s: float) ->
     else:
         for _ in range(MEMORY_RUNS):
             fn()
-        record.update(_resident_mb())
+        record.update(resident_mb())
     return record
 
 
