@@ -140,11 +140,10 @@ def constant_left_operands(model: onnx.ModelProto) -> list[str]:
 def prepare_for_quantization(source: Path, destination: Path, scheme: str) -> Path:
     """ONNX Runtime's quantization pre-processing (shape inference, constant folding, fusions), every node named.
 
-        Pre-processing inlines function ops (HardSwish becomes HardSigmoid and Mul) into nameless nodes; they get
-        ``<op>_<first output>`` so that ``nodes_to_exclude`` and the sensitivity ranking can name them. The
-        ``onnxruntime`` scheme also fuses GELUs (:func:`~edgeseg.export.rewrites.fuse_gelu`). The result is cached by the
-    source's content:
-        ``--auto-exclude`` prepares the same graph for every rebuild.
+    Pre-processing inlines function ops (HardSwish becomes HardSigmoid and Mul) into nameless nodes; they get
+    ``<op>_<first output>`` so that ``nodes_to_exclude`` and the sensitivity ranking can name them. The
+    ``onnxruntime`` scheme also fuses GELUs (:func:`~edgeseg.export.rewrites.fuse_gelu`). The result is cached
+    by the source's content: ``--auto-exclude`` prepares the same graph for every rebuild.
     """
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     destination.write_bytes(_prepared(digest, str(source), scheme == "onnxruntime"))
