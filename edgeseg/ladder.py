@@ -8,7 +8,7 @@ strictest (raw numbers) to the most forgiving (what a user of the segmentation s
 * ``mean_abs`` (≤): mean absolute logit difference, over every logit element of every image.
 * ``cosine`` (≥): cosine similarity of all candidate logits with all reference logits (1 = same direction).
 * ``sqnr_db`` (≥): signal-to-quantisation-noise ratio 10·log10(Σref² / Σ(ref − cand)²) in dB over all logits;
-  clipped to ±300 dB, so identical logits report 300.
+  clipped to ±300 dB, so identical logits report 300 (:func:`edgeseg.metrics.sqnr_db`, the one SQNR of edgeseg).
 * ``agreement`` (≥): fraction of pixels whose candidate label equals the reference label (argmax agreement).
 * ``miou_vs_reference`` (≥): mIoU of the candidate's label maps scored against the reference's as ground truth.
 * ``boundary_f`` (≥): per-image boundary F-score of candidate vs reference label maps (boundaries within

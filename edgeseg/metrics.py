@@ -3,6 +3,9 @@
 Every value these functions return is a plain float that :func:`json.dumps` writes as valid JSON:
 ``sqnr_db`` is clipped to ±:data:`SQNR_CAP_DB` (identical logits report +300 dB rather than infinity) and
 statistics of logits holding NaN or inf are ``None``.
+
+:func:`sqnr_db` and :class:`LogitAccumulator` are edgeseg's only SQNR and logit-difference code: the parity
+ladder, the parity check on random inputs and the per-node sensitivity ranking of ``--auto-exclude`` use them.
 """
 
 from __future__ import annotations
@@ -12,8 +15,22 @@ from typing import Any
 
 import numpy as np
 
-# |sqnr_db| never exceeds this: float('inf') is not valid JSON, and 300 dB is far past float32 rounding noise.
+# |sqnr_db| never exceeds this, wherever edgeseg reports an SQNR: float('inf') is not valid JSON, and 300 dB is far
+# past float32 rounding noise (about 140 dB), so values near the cap still tell an fp32 artifact's rounding apart.
 SQNR_CAP_DB = 300.0
+
+
+def sqnr_db(signal_energy: float, noise_energy: float) -> float:
+    """10·log10(Σref² / Σ(ref − cand)²) in dB from the two sums, clipped to ±:data:`SQNR_CAP_DB`.
+
+    No noise at all gives +cap (an exact match has infinite SQNR), a silent reference with noise −cap; NaN
+    sums give NaN.
+    """
+    if noise_energy == 0:
+        return SQNR_CAP_DB
+    with np.errstate(divide="ignore"):
+        sqnr = 10.0 * np.log10(np.float64(signal_energy) / noise_energy)
+    return float(np.clip(sqnr, -SQNR_CAP_DB, SQNR_CAP_DB))
 
 
 def _check_label_map(array: Any, what: str) -> np.ndarray:
@@ -177,16 +194,12 @@ class LogitAccumulator:
             "max_abs": json_float(self.max_abs),
             "mean_abs": json_float(self.sum_abs / self.count),
             "cosine": json_float(self._cosine()),
-            "sqnr_db": json_float(self._sqnr_db()),
+            "sqnr_db": json_float(self.sqnr_db()),
         }
 
-    def _sqnr_db(self) -> float:
-        """Signal-to-noise ratio in dB, clipped to ±SQNR_CAP_DB (+cap when there is no difference at all)."""
-        if self.sum_diff_sq == 0:
-            return SQNR_CAP_DB
-        with np.errstate(divide="ignore"):
-            sqnr = 10.0 * np.log10(np.float64(self.sum_ref_sq) / self.sum_diff_sq)
-        return float(np.clip(sqnr, -SQNR_CAP_DB, SQNR_CAP_DB))
+    def sqnr_db(self) -> float:
+        """SQNR of everything added (:func:`sqnr_db`); +cap before anything was added."""
+        return sqnr_db(self.sum_ref_sq, self.sum_diff_sq)
 
     def _cosine(self) -> float:
         """Cosine similarity; 1.0 when both are all zeros, 0.0 when only one is."""

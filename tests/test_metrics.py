@@ -10,7 +10,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from edgeseg.metrics import SQNR_CAP_DB, ConfusionMatrix, LogitAccumulator, boundary_f_score, logit_stats
+from edgeseg.metrics import SQNR_CAP_DB, ConfusionMatrix, LogitAccumulator, boundary_f_score, logit_stats, sqnr_db
 
 # ---- brute-force references ------------------------------------------------------------------------
 
@@ -256,3 +256,13 @@ def test_logit_stats_errors() -> None:
         logit_stats(np.zeros((2, 3)), np.zeros((3, 2)))
     with pytest.raises(ValueError, match="no logits were added"):
         LogitAccumulator().stats()
+
+
+def test_one_sqnr_definition_and_cap() -> None:
+    assert sqnr_db(4.0, 1.0) == pytest.approx(10 * math.log10(4))
+    assert sqnr_db(1.0, 0.0) == SQNR_CAP_DB == 300.0  # exact: the cap, not infinity
+    assert sqnr_db(0.0, 1.0) == -SQNR_CAP_DB and sqnr_db(1.0, 1e-40) == SQNR_CAP_DB  # clipped both ways
+    assert math.isnan(sqnr_db(math.nan, 1.0))
+    accumulator = LogitAccumulator()
+    accumulator.add(np.full(3, 2.0), np.full(3, 1.0))
+    assert accumulator.sqnr_db() == accumulator.stats()["sqnr_db"] == pytest.approx(10 * math.log10(4))

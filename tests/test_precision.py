@@ -8,15 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
 from edgeseg.bundle import read_bundle
-from edgeseg.export import ExportRequest, ParityError, export_bundle, quantize
+from edgeseg.export import ExportRequest, ParityError, export_bundle, fp16, quantize
 from edgeseg.export.fp16 import FP32_OPS, float16_nodes, to_fp16
 from edgeseg.export.lint import lint_onnx
 from edgeseg.export.quantize import quantize_onnx
+from edgeseg.export.rewrites import fold_hardsigmoid, fuse_gelu
 from edgeseg.export.sensitivity import rank_onnx
 from edgeseg.runtime import load
 from edgeseg.runtimes import BackendUnavailableError
@@ -215,11 +217,17 @@ def hardsigmoid_graph(x_scale: float, x_zero: int, y_scale: float, y_zero: int) 
 def test_hardsigmoid_becomes_one_quantized_add_with_the_same_output(tmp_path):
     x = np.linspace(-8, 8, 512, dtype=np.float32)[None]
     original = hardsigmoid_graph(16 / 255, 128, 0.97 / 255, 0)  # the gate's Q saturates inside [0, 1]
-    folded = onnx.ModelProto()
-    folded.CopyFrom(original)
-    assert quantize.fold_hardsigmoid(folded) == 1
+    folded = ir.from_proto(original)
+    assert fold_hardsigmoid(folded) == 1
+    assert [n.op_type for n in folded.graph] == [
+        "QuantizeLinear",
+        *["DequantizeLinear"] * 2,
+        "Add",
+        "QuantizeLinear",
+        "DequantizeLinear",
+    ]
     paths = [tmp_path / "original.onnx", tmp_path / "folded.onnx"]
-    for model, path in zip((original, folded), paths, strict=True):
+    for model, path in zip((original, ir.to_proto(folded)), paths, strict=True):
         onnx.checker.check_model(model)
         onnx.save(model, str(path))
     ops = optimized_op_types(paths[1], tmp_path)
@@ -229,29 +237,36 @@ def test_hardsigmoid_becomes_one_quantized_add_with_the_same_output(tmp_path):
     assert (got == expected).mean() > 0.99
     assert expected.min() == 0 and expected.max() == pytest.approx(0.97)  # the clip at both ends was exercised
     for unsafe in (hardsigmoid_graph(16 / 255, 128, 1.2 / 255, 0), hardsigmoid_graph(16 / 255, 128, 1 / 255, 20)):
-        assert quantize.fold_hardsigmoid(unsafe) == 0  # its Q could hold values outside [0, 1]
+        assert fold_hardsigmoid(ir.from_proto(unsafe)) == 0  # its Q could hold values outside [0, 1]
 
 
 def test_gelu_fusion_needs_the_exact_pattern():
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])
 
-    def graph(root_two: float, half: float) -> onnx.ModelProto:
+    def graph(root_two: float, half: float, half_last: bool = False) -> onnx.ModelProto:
         constants = {"r": root_two, "one": 1.0, "half": half}
+        muls = [("half", "a"), ("x", "h")] if not half_last else [("a", "x"), ("h", "half")]  # ½·(…)·x or (…)·x·½
         nodes = [
             onnx.helper.make_node("Div", ["x", "r"], ["d"]),
             onnx.helper.make_node("Erf", ["d"], ["e"]),
-            onnx.helper.make_node("Add", ["e", "one"], ["a"]),
-            onnx.helper.make_node("Mul", ["half", "a"], ["h"]),
-            onnx.helper.make_node("Mul", ["x", "h"], ["y"]),
+            onnx.helper.make_node("Add", ["one", "e"] if half_last else ["e", "one"], ["a"]),
+            onnx.helper.make_node("Mul", list(muls[0]), ["h"]),
+            onnx.helper.make_node("Mul", list(muls[1]), ["y"], name="outer"),
         ]
         inits = [onnx.numpy_helper.from_array(np.array(v, np.float32), k) for k, v in constants.items()]
         return onnx.helper.make_model(onnx.helper.make_graph(nodes, "g", [x], [y], inits))
 
-    exact = graph(float(np.sqrt(2.0)), 0.5)
-    assert quantize.fuse_gelu(exact) == 1 and [n.op_type for n in exact.graph.node] == ["Gelu"]
+    for half_last in (False, True):
+        exact = ir.from_proto(graph(float(np.sqrt(2.0)), 0.5, half_last))
+        assert fuse_gelu(exact) == 1 and [(n.op_type, n.name) for n in exact.graph] == [("Gelu", "outer")]
+        assert exact.graph.outputs[0].name == "y" and exact.opset_imports["com.microsoft"] == 1
     for wrong in (graph(2.0, 0.5), graph(float(np.sqrt(2.0)), 0.25)):
-        assert quantize.fuse_gelu(wrong) == 0 and len(wrong.graph.node) == 5
+        model = ir.from_proto(wrong)
+        assert fuse_gelu(model) == 0 and len(model.graph) == 5
+    shared = graph(float(np.sqrt(2.0)), 0.5)  # the Erf is read outside the pattern: nothing may be removed
+    shared.graph.output.append(onnx.helper.make_tensor_value_info("e", onnx.TensorProto.FLOAT, [1, 4]))
+    assert fuse_gelu(ir.from_proto(shared)) == 0
 
 
 def test_inlined_nodes_are_named_ranked_and_can_be_kept_float(float_graph, tmp_path):
@@ -448,3 +463,23 @@ def test_fp16_graph_has_one_cast_per_tensor_where_several_fp32_ops_read_it(tmp_p
     onnx.save(converted, str(tmp_path / "fp16.onnx"))
     reference = run(tmp_path / "b" / "model.onnx", x)
     assert np.abs(run(tmp_path / "fp16.onnx", x) - reference).max() < 0.05 * np.abs(reference).max()
+
+
+def test_fp16_repeats_of_one_node_are_dropped():
+    # Converters before ONNX Runtime 1.32 append one identical Cast per fp32 reader of a tensor.
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT16, [2])
+    ys = [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, []) for n in ("a", "b")]
+    cast = onnx.helper.make_node("Cast", ["x"], ["c"], name="cast", to=onnx.TensorProto.FLOAT)
+    nodes = [
+        onnx.helper.make_node("ReduceMean", ["c"], ["a"], name="a", keepdims=0),
+        onnx.helper.make_node("ReduceSum", ["c"], ["b"], name="b", keepdims=0),
+        cast,
+        cast,
+    ]
+    graph = onnx.helper.make_graph(nodes, "g", [x], ys)
+    fp16._drop_repeated_nodes(graph)
+    assert [n.name for n in graph.node] == ["a", "b", "cast"]
+    other = onnx.helper.make_node("Cast", ["x"], ["c"], name="other", to=onnx.TensorProto.DOUBLE)
+    graph.node.append(other)
+    with pytest.raises(ValueError, match="writes 'c' from two different nodes"):
+        fp16._drop_repeated_nodes(graph)

@@ -7,6 +7,8 @@ casts) and TensorRT 11, whose strongly typed networks take their precision from 
 from __future__ import annotations
 
 import onnx
+import onnx_ir as ir
+from onnx_ir.passes.common import TopologicalSortPass
 
 # Ops whose arithmetic stays float32: statistics and long reductions overflow or lose precision in fp16
 # (LayerNorm after attention is the classic TensorRT fp16 failure), Resize keeps float scales, and Softmax
@@ -35,47 +37,33 @@ def to_fp16(model: onnx.ModelProto, keep_fp32_ops: tuple[str, ...] = FP32_OPS) -
         keep_io_types=True,
         op_block_list=sorted({*DEFAULT_OP_BLOCK_LIST, *keep_fp32_ops}),
     )
-    _drop_duplicate_nodes(converted.graph)
-    _sort_topologically(converted.graph)
+    _drop_repeated_nodes(converted.graph)
+    graph = ir.from_proto(converted)
+    TopologicalSortPass()(graph)  # the converter appends its casts at the end
+    converted = ir.to_proto(graph)
     onnx.checker.check_model(converted)
     return converted
 
 
-def _drop_duplicate_nodes(graph: onnx.GraphProto) -> None:
-    """Remove repeated identical nodes (the converter inserts one Cast per blocked consumer of a tensor)."""
-    seen: dict[str, onnx.NodeProto] = {}
-    keep = []
-    for node in graph.node:
-        first = next((seen[o] for o in node.output if o in seen), None)
-        if first is None:
-            seen.update(dict.fromkeys(node.output, node))
-            keep.append(node)
-        elif first.SerializeToString() != node.SerializeToString():
+def _drop_repeated_nodes(graph: onnx.GraphProto) -> None:
+    """Remove repeats of one node: converters before ONNX Runtime 1.32 write one Cast per blocked reader.
+
+    onnx_ir refuses a graph that writes a tensor twice, so this runs on the proto; nodes that write one tensor
+    but differ are an error.
+    """
+    first: dict[str, bytes] = {}
+    repeats = []
+    for index, node in enumerate(graph.node):
+        serialized = node.SerializeToString()
+        earlier = {first[o] for o in node.output if o in first}
+        if not earlier:
+            first.update(dict.fromkeys(node.output, serialized))
+        elif earlier == {serialized}:
+            repeats.append(index)
+        else:
             raise ValueError(f"the fp16 graph writes {node.output[0]!r} from two different nodes ({node.name})")
-    copies = [onnx.NodeProto() for _ in keep]
-    for copy, node in zip(copies, keep):
-        copy.CopyFrom(node)
-    del graph.node[:]
-    graph.node.extend(copies)
-
-
-def _sort_topologically(graph: onnx.GraphProto) -> None:
-    """Reorder ``graph.node`` so every node follows the producers of its inputs (the converter appends casts)."""
-    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    pending, ordered = list(graph.node), []
-    while pending:
-        ready = [n for n in pending if all(i in available for i in n.input)]
-        if not ready:
-            raise ValueError(f"the fp16 graph has a cycle or a dangling input at {pending[0].name}")
-        ready_ids = {id(n) for n in ready}
-        pending = [n for n in pending if id(n) not in ready_ids]
-        ordered.extend(ready)
-        available.update(o for n in ready for o in n.output)
-    copies = [onnx.NodeProto() for _ in ordered]
-    for copy, node in zip(copies, ordered):
-        copy.CopyFrom(node)
-    del graph.node[:]
-    graph.node.extend(copies)
+    for index in reversed(repeats):
+        del graph.node[index]
 
 
 def float16_nodes(model: onnx.ModelProto) -> tuple[int, int]:

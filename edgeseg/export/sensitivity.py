@@ -4,12 +4,23 @@ Every node output of the float graph is compared with the same tensor of the qua
 calibration inputs. A node's *local* damage is how much SQNR it loses relative to its worst input
 (``drop_db``): accumulated error from upstream is not held against it. ``auto_exclude`` keeps the most
 damaging nodes in float (ONNX Runtime ``nodes_to_exclude``, NNCF ``IgnoredScope``), doubling their number
-until the gates pass and then bisecting to the fewest that pass.
+until the gates pass and then bisecting to the fewest that pass. SQNR is :func:`edgeseg.metrics.sqnr_db`, the
+parity ladder's, capped at the same ±300 dB: an exact tensor (or an unmeasured input: a weight, the network input)
+counts as +300 dB.
+
+Why not the libraries: ONNX Runtime's ``quantization.qdq_loss_debug`` measures tensors, not nodes (each activation
+before and after its own Q/DQ pair, and float against dequantized across models), so it cannot tell a node's own
+damage from the error it inherits; it runs with graph optimizations off, not as the artifact runs, and covers
+ONNX only. NNCF's ``quantize_with_accuracy_control`` covers OpenVINO only and decides by its own metric which
+quantizers to revert, where ``--auto-exclude`` needs one ranking for every target, node names that
+``nodes_to_exclude`` and ``IgnoredScope`` accept, and the parity ladder's gates as the criterion.
 """
 
 from __future__ import annotations
 
+import math
 import tempfile
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -20,8 +31,8 @@ import onnx
 
 from edgeseg.export.onnx_graph import INPUT_NAME
 from edgeseg.export.targets import INT8_FILE, ONNX_FILE, OPENVINO_FILE, BuildOptions
+from edgeseg.metrics import SQNR_CAP_DB, LogitAccumulator
 
-SQNR_CAP_DB = 120.0  # an exact tensor's SQNR is infinite; cap it so drops stay finite
 ANALYSIS_INPUTS = 2
 MAX_CANDIDATES = 64
 # Operations that move or reshape data without arithmetic: keeping them in float changes nothing.
@@ -40,25 +51,21 @@ class NodeSensitivity:
     drop_db: float
 
 
-class _SqnrAccumulator:
-    """Running Σref² and Σ(ref−q)² per tensor name."""
+class _TensorErrors:
+    """One :class:`~edgeseg.metrics.LogitAccumulator` per tensor name: SQNR of the quantized against the float value."""
 
     def __init__(self) -> None:
-        self.signal: dict[str, float] = {}
-        self.noise: dict[str, float] = {}
+        self._tensors: dict[str, LogitAccumulator] = defaultdict(LogitAccumulator)
 
     def add(self, name: str, reference: np.ndarray, quantized: np.ndarray) -> None:
-        ref = reference.astype(np.float64)
-        self.signal[name] = self.signal.get(name, 0.0) + float(np.sum(ref * ref))
-        self.noise[name] = self.noise.get(name, 0.0) + float(np.sum((ref - quantized.astype(np.float64)) ** 2))
+        self._tensors[name].add(reference, quantized)
 
     def sqnr(self, name: str) -> float:
-        noise = self.noise.get(name)
-        if noise is None:
+        """The tensor's SQNR in dB; +cap when it was not measured, −cap when it holds NaN (the worst damage)."""
+        if name not in self._tensors:
             return SQNR_CAP_DB
-        if noise == 0.0:
-            return SQNR_CAP_DB
-        return min(SQNR_CAP_DB, 10.0 * np.log10(max(self.signal[name], 1e-30) / noise))
+        sqnr = self._tensors[name].sqnr_db()
+        return sqnr if math.isfinite(sqnr) else -SQNR_CAP_DB
 
 
 def _rank(
@@ -128,7 +135,7 @@ def rank_onnx(
         n.name: (n.op_type, [i for i in n.input if i in measured], [o for o in n.output if o in measured])
         for n in prepared.graph.node
     }
-    accumulator = _SqnrAccumulator()
+    accumulator = _TensorErrors()
     reference = _onnx_outputs(_with_outputs(prepared, tensors), tensors, inputs)
     candidate = _onnx_outputs(_with_outputs(quantized, tensors), tensors, inputs)
     for ref, cand in zip(reference, candidate):
@@ -186,7 +193,7 @@ def rank_openvino(float_model: Path, quantized_model: Path, inputs: Sequence[np.
         )
         for op in reference_model.get_ordered_ops()
     }
-    accumulator = _SqnrAccumulator()
+    accumulator = _TensorErrors()
     for ref, cand in zip(
         _openvino_outputs(reference_model, ports, inputs), _openvino_outputs(quantized, ports, inputs)
     ):
