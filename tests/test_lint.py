@@ -440,3 +440,29 @@ def test_cli_lints_a_registered_model(capsys, one_torch_thread):
     assert main(["lint", "afformer-tiny", "--target", "tensorrt", "--input-size", "64x64", "--num-classes", "5"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("afformer-tiny for tensorrt:") and "0 error(s), 0 warning(s)" in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["tensorrt", "openvino"])
+def test_lint_of_a_model_checks_the_graph_its_bundle_holds(tmp_path, capsys, one_torch_thread, target):
+    """`edgeseg lint MODEL` builds the graph export writes (AFFormer: the target's encoder layout), same verdict."""
+    from edgeseg.bundle import read_bundle
+    from edgeseg.export import ExportRequest, export_bundle
+    from edgeseg.export.lint import load_graph
+    from edgeseg.export.onnx_graph import op_histogram
+
+    request = ExportRequest(model="afformer-tiny", out=tmp_path / "b", target=target, input_size=(64, 64))
+    bundle = read_bundle(export_bundle(request))
+    linted = load_graph("afformer-tiny", target, (64, 64), 150)
+    written = onnx.load(str(bundle.path / "model.onnx"))
+    assert op_histogram(linted) == op_histogram(written)
+    assert bundle.manifest.export["encoder_layout"] == ("channels" if target == "tensorrt" else "tokens")
+    findings = [f"[{f.rule}] {f.message}" for f in lint_onnx(linted, target)]
+    assert findings == [f"[{f.rule}] {f.message}" for f in lint_onnx(load_graph(str(bundle.path), target), target)]
+    if target == "tensorrt":
+        assert bundle.manifest.tensorrt is not None
+        assert bundle.manifest.tensorrt["lint"] == {"errors": 0, "warnings": findings}
+    assert main(["lint", str(bundle.path), "--target", target]) == 0
+    assert main(["lint", "afformer-tiny", "--target", target, "--input-size", "64x64"]) == 0
+    model_out, bundle_out = capsys.readouterr().out.split("afformer-tiny for")
+    assert model_out.splitlines()[-1] == bundle_out.splitlines()[-1]  # the same summary line

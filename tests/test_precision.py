@@ -313,8 +313,8 @@ def test_precision_bundles_report_the_ladder_and_run(random_export, target, prec
     bundle = read_bundle(random_export(target, precision))
     bundle.verify()
     manifest = bundle.manifest
-    assert manifest["precision"] == precision and manifest["artifacts"][target] == artifact
-    parity = manifest["parity"]
+    assert manifest.precision == precision and manifest.artifacts[target] == artifact
+    parity = manifest.parity
     assert parity["passed"] and not parity["gated"] and "random weights" in parity["note"]
     result = parity["results"][target]
     assert result["precision"] == precision and result["gates"] == {}  # random weights: reported, not gated
@@ -322,13 +322,13 @@ def test_precision_bundles_report_the_ladder_and_run(random_export, target, prec
     assert ladder["images"] == 4 and 0 < ladder["agreement"] <= 1 and ladder["cosine"] > 0.9
     assert parity["results"]["onnx"]["gates"] == {"max_abs": 1e-4}  # the fp32 graph stays gated
     if hint:
-        assert manifest["runtime_config"]["openvino"] == {"INFERENCE_PRECISION_HINT": hint}
+        assert manifest.backend_config("openvino") == {"INFERENCE_PRECISION_HINT": hint}
     # AFFormer's encoder: the official token layout where OpenVINO runs f32 kernels, no LayerNorm
     # transposes where it runs bf16 and int8
     openvino_layouts = {"fp16": "tokens", "bf16": "channels-reduce", "int8": "channels-reduce"}
     layout = openvino_layouts[precision] if target == "openvino" else "channels"
-    assert manifest["export"]["encoder_layout"] == layout
-    transposes = manifest["export"]["ops"]["Transpose"]
+    assert manifest.export["encoder_layout"] == layout
+    transposes = manifest.export["ops"]["Transpose"]
     assert transposes == {"tokens": 88, "channels": 48, "channels-reduce": 16}[layout]
     if target != "tensorrt":
         segmenter = load(bundle.path)
@@ -337,23 +337,23 @@ def test_precision_bundles_report_the_ladder_and_run(random_export, target, prec
 
 
 def test_openvino_int8_and_fp16_artifacts(random_export):
-    fp32_weights = 4 * read_bundle(random_export("openvino", "bf16")).manifest["model"]["params"]
+    fp32_weights = 4 * read_bundle(random_export("openvino", "bf16")).manifest.model.params
     fp16 = read_bundle(random_export("openvino", "fp16")).manifest
-    assert fp16["files"]["model.bin"]["bytes"] < 0.6 * fp32_weights
+    assert fp16.files["model.bin"].bytes < 0.6 * fp32_weights
     int8 = read_bundle(random_export("openvino", "int8")).manifest
-    assert int8["export"]["precision"]["fake_quantize_nodes"] > 10
-    assert int8["export"]["calibration"].startswith("8 images of a synthetic set")
+    assert int8.export["precision"]["fake_quantize_nodes"] > 10
+    assert int8.export["calibration"].startswith("8 images of a synthetic set")
 
 
 def test_tensorrt_bundle_carries_commands_and_says_the_engine_is_unverified(random_export):
     manifest = read_bundle(random_export("tensorrt", "int8")).manifest
-    section = manifest["tensorrt"]
+    section = manifest.tensorrt
     assert section["graph"] == "model.int8.onnx" and section["engine_build"].startswith("UNVERIFIED")
     assert section["lint"]["errors"] == 0
     commands = " ".join(section["trtexec"].values())
     assert "model.int8.onnx" in commands and "--saveEngine" in commands
-    assert manifest["parity"]["results"]["tensorrt"]["run_with"] == "onnxruntime"
-    assert "TensorRT is not installed" in manifest["parity"]["proxies"]["tensorrt"]
+    assert manifest.parity["results"]["tensorrt"]["run_with"] == "onnxruntime"
+    assert "TensorRT is not installed" in manifest.parity["proxies"]["tensorrt"]
     with pytest.raises(BackendUnavailableError, match="pip install"):
         load(random_export("tensorrt", "int8"))
     proxy = load(random_export("tensorrt", "int8"), backend="onnxruntime")  # runs the Q/DQ graph itself
@@ -397,7 +397,7 @@ def trained_request(trained_afformer, out: Path, target: str, precision: str, **
 @pytest.mark.parametrize(("target", "precision"), [("openvino", "bf16"), ("onnxruntime", "int8")])
 def test_trained_model_is_gated_on_labelled_images(trained_afformer, tmp_path, target, precision):
     out = export_bundle(trained_request(trained_afformer, tmp_path / "b", target, precision, gates={"agreement": 0.9}))
-    parity = read_bundle(out).manifest["parity"]
+    parity = read_bundle(out).manifest.parity
     assert parity["gated"] and parity["note"] is None and parity["passed"]
     result = parity["results"][target]
     assert result["gates"]["agreement"] == 0.9
@@ -419,11 +419,11 @@ def test_failing_rung_is_named_and_nothing_is_written(trained_afformer, tmp_path
 def test_auto_exclude_keeps_the_fewest_nodes_in_float(trained_afformer, tmp_path):
     # An SQNR gate above what full int8 reaches but below fp32: some nodes must stay float.
     full = export_bundle(trained_request(trained_afformer, tmp_path / "full", "tensorrt", "int8"))
-    sqnr = read_bundle(full).manifest["parity"]["results"]["tensorrt"]["ladder"]["sqnr_db"]
+    sqnr = read_bundle(full).manifest.parity["results"]["tensorrt"]["ladder"]["sqnr_db"]
     request = trained_request(
         trained_afformer, tmp_path / "b", "tensorrt", "int8", gates={"sqnr_db": sqnr + 1.0}, auto_exclude=True
     )
-    parity = read_bundle(export_bundle(request)).manifest["parity"]
+    parity = read_bundle(export_bundle(request)).manifest.parity
     report = parity["auto_exclude"]
     assert report["passed"] and parity["passed"]
     kept = report["kept_float"]
@@ -446,11 +446,11 @@ def test_dynamic_tensorrt_bundle_gets_an_optimisation_profile(tmp_path):
         model="segformer-b0", out=tmp_path / "b", target="tensorrt", precision="fp16", input_size=SIZE, dynamic=True
     )
     manifest = read_bundle(export_bundle(request)).manifest
-    assert manifest["input"]["shape"] == [1, 3, None, None]
-    assert set(manifest["parity"]["results"]["tensorrt"]["by_size"]) == {"64x64", "96x64"}
-    command = manifest["tensorrt"]["trtexec"]["tensorrt-11"]
+    assert manifest.input.shape == (1, 3, None, None)
+    assert set(manifest.parity["results"]["tensorrt"]["by_size"]) == {"64x64", "96x64"}
+    command = manifest.tensorrt["trtexec"]["tensorrt-11"]
     assert "--minShapes=input:1x3x64x64" in command and "--maxShapes=input:1x3x128x128" in command
-    assert "--fp16" not in command and "--stronglyTyped" in manifest["tensorrt"]["trtexec"]["tensorrt-10"]
+    assert "--fp16" not in command and "--stronglyTyped" in manifest.tensorrt["trtexec"]["tensorrt-10"]
 
 
 def test_fp16_graph_has_one_cast_per_tensor_where_several_fp32_ops_read_it(tmp_path):
