@@ -468,7 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=_threads, nargs="*", help="one or more thread counts")
     bench.add_argument("--warmup", type=_positive_int, default=10)
     bench.add_argument("--iters", type=_positive_int, default=50)
-    bench.add_argument("--boundary", choices=["model", "end-to-end"], default="model")
+    bench.add_argument(
+        "--boundary",
+        choices=["model", "end-to-end", "stream"],
+        default="model",
+        help="model: logits only; end-to-end: one 720p image to labels; stream: pipelined 720p frames (throughput)",
+    )
     bench.add_argument("--json", help="also write the records as JSON")
     bench.set_defaults(func=cmd_bench)
 
