@@ -255,3 +255,15 @@ def test_a_bad_frame_after_good_ones_is_raised_after_them(segmenter) -> None:
 def test_stream_refuses_a_bad_depth(segmenter, depth) -> None:
     with pytest.raises(ValueError, match="depth must be a positive int"):
         segmenter.stream([], depth=depth)
+
+
+def test_without_opencv_videos_explain_how_to_install_it(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    path = write_video(tmp_path / "clip.mp4", blocky_frames(2), "mp4v")
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as if opencv-python-headless were not installed
+    with pytest.raises(ImportError, match=r"pip install 'edgeseg\[video\]'"):
+        open_source(str(path))
+    Image.fromarray(blocky_frames(1)[0]).save(tmp_path / "still.png")
+    with open_source(str(tmp_path / "still.png")) as source:  # still images never need OpenCV
+        assert len(list(source)) == 1
