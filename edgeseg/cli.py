@@ -211,32 +211,33 @@ def cmd_convert_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mask_path(out: str, image: str) -> Path:
-    """Where ``predict`` writes: ``--out``, or ``<image name>.png`` inside ``--out`` when that is a folder."""
-    path = Path(out)
-    if path.is_dir():
-        path = path / f"{Path(image).stem or 'mask'}.png"
-    if path.suffix.lower() != ".png":
-        raise ValueError(f"--out {out}: the mask is written as PNG; give a file ending in .png, or a folder")
-    if path.is_dir():
-        raise ValueError(f"--out {out}: {path} is a folder; give a file ending in .png")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"--out {out}: folder {path.parent} does not exist; create it first")
-    if path.exists() and Path(image).exists() and path.resolve() == Path(image).resolve():
-        raise ValueError(f"--out {out} is the input image; give another file")
-    return path
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    from edgeseg.image_io import read_image, write_label_png
+    from edgeseg.predict import Progress, segment_source
     from edgeseg.runtime import load
+    from edgeseg.video import describe_source, open_source
+    from edgeseg.video_out import check_output, open_writer
 
-    out = _mask_path(args.out, args.image)
+    # OpenCV's and FFmpeg's own log lines repeat what the error says; set these variables to see them again.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    spec = describe_source(args.source)
+    kind, out = check_output(args.out, spec.single_image, [spec.path] if spec.path else [])
     segmenter = load(args.bundle, backend=args.backend, threads=args.threads)
-    labels = segmenter.predict(read_image(args.image))
-    write_label_png(out, labels, colorize=args.color)
-    classes = len(set(labels.ravel().tolist()))
-    print(f"wrote {out}: {labels.shape[1]}x{labels.shape[0]} labels, {classes} classes present ({segmenter.backend})")
+    with segmenter, open_source(spec) as source:
+        writer = open_writer(
+            kind, out, color=args.color, fps=source.fps, num_classes=segmenter.num_classes, inputs=source.input_files()
+        )
+        try:
+            counts = [n for n in (source.frame_count, args.max_frames) if n is not None]
+            progress = None if spec.single_image else Progress(min(counts) if counts else None)
+            report = segment_source(segmenter, source, writer, max_frames=args.max_frames, progress=progress)
+            wrote = writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+    fps = f", {report['fps']:.1f} FPS" if report["fps"] and not spec.single_image else ""
+    print(f"wrote {wrote}: {report['frames']} frame(s) of {spec.kind} {args.source}{fps} ({segmenter.backend})")
+    _write_json(args.json, {"source": args.source, "kind": spec.kind, "backend": segmenter.backend, **report})
     return 0
 
 
@@ -417,11 +418,31 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("destination", help="hf: a folder (model.safetensors + config.json); nvlabs: a .pth file")
     convert.set_defaults(func=cmd_convert_checkpoint)
 
-    predict = sub.add_parser("predict", help="segment one image with a bundle (no torch)")
+    predict = sub.add_parser(
+        "predict",
+        help="segment an image, a folder, a video, a camera or a stream with a bundle (no torch)",
+        description="Frames are pipelined (reading, pre- and postprocessing overlap with the model). Nothing is "
+        "half-written: on any error (a bad source, a camera that stops, a truncated video) the output is removed.",
+    )
     predict.add_argument("bundle")
-    predict.add_argument("image")
-    predict.add_argument("--out", required=True, help="PNG of class indices at the image's size")
-    predict.add_argument("--color", action="store_true", help="write a colour palette PNG instead of indices")
+    predict.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="an image file, a folder or quoted glob of images, a video file, a camera index (0) or an "
+        "RTSP/HTTP URL; videos, cameras and URLs need pip install 'edgeseg[video]'",
+    )
+    predict.add_argument(
+        "--out",
+        required=True,
+        help="FILE.png (one image: class indices at its size), a folder (one label PNG per frame), FILE.mp4 (a "
+        "colour overlay of the labels on the frames, lossy) or FILE.mkv (a lossless video of class indices, "
+        "≤ 256 classes)",
+    )
+    predict.add_argument("--color", action="store_true", help="label PNGs in a colour palette instead of indices")
+    predict.add_argument(
+        "--max-frames", type=_positive_int, help="stop after this many frames (needed to end a camera or a stream)"
+    )
+    predict.add_argument("--json", help="also write per-frame timings (decode and read→written latency) as JSON")
     predict.add_argument("--backend", choices=BACKENDS)
     predict.add_argument("--threads", type=_threads)
     predict.set_defaults(func=cmd_predict)
@@ -442,7 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=_threads, nargs="*", help="one or more thread counts")
     bench.add_argument("--warmup", type=_positive_int, default=10)
     bench.add_argument("--iters", type=_positive_int, default=50)
-    bench.add_argument("--boundary", choices=["model", "end-to-end"], default="model")
+    bench.add_argument(
+        "--boundary",
+        choices=["model", "end-to-end", "stream"],
+        default="model",
+        help="model: logits only; end-to-end: one 720p image to labels; stream: pipelined 720p frames (throughput)",
+    )
     bench.add_argument("--json", help="also write the records as JSON")
     bench.set_defaults(func=cmd_bench)
 

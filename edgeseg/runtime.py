@@ -12,7 +12,10 @@ Needs numpy and the chosen backend's package only (never torch).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, overload
@@ -21,11 +24,15 @@ import numpy as np
 
 from edgeseg.bundle import Bundle, BundleError, read_bundle
 from edgeseg.imaging import FrameError, ImageError, as_rgb_uint8, labels_from_logits, normalize, resize_bilinear
+from edgeseg.live import LiveResult, LiveStats, run_live
 from edgeseg.runtimes import BackendUnavailableError, Runner, create_runner
 
 __all__ = ["Segmenter", "load"]
 
 _log = logging.getLogger(__name__)
+
+# Frames in flight in Segmenter.stream: one being prepared, one in the model, one being labelled.
+STREAM_DEPTH = 3
 
 
 class Segmenter:
@@ -93,40 +100,90 @@ class Segmenter:
         return labels_from_logits(logits[0], rgb.shape[:2])
 
     @overload
-    def stream(self, frames: Iterable[Any], *, skip_bad_frames: Literal[False] = False) -> Iterator[np.ndarray]: ...
+    def stream(
+        self, frames: Iterable[Any], *, skip_bad_frames: Literal[False] = False, depth: int = ...
+    ) -> Iterator[np.ndarray]: ...
 
     @overload
-    def stream(self, frames: Iterable[Any], *, skip_bad_frames: Literal[True]) -> Iterator[np.ndarray | None]: ...
+    def stream(
+        self, frames: Iterable[Any], *, skip_bad_frames: Literal[True], depth: int = ...
+    ) -> Iterator[np.ndarray | None]: ...
 
-    def stream(self, frames: Iterable[Any], *, skip_bad_frames: bool = False) -> Iterator[np.ndarray | None]:
-        """Yield one label map per frame of a video or camera iterator, lazily.
+    def stream(
+        self, frames: Iterable[Any], *, skip_bad_frames: bool = False, depth: int = STREAM_DEPTH
+    ) -> Iterator[np.ndarray | None]:
+        """Yield one label map per frame of a video or camera iterator, in order, pipelined.
+
+        Up to ``depth`` frames are in flight at once, each in a worker thread: while the model runs on one
+        frame (one inference at a time, so it keeps all its threads), the next is resized and normalised and
+        the previous one's label map is computed, and reading the next frame from ``frames`` (decoding, in the
+        caller's thread) overlaps with all of them. The results are exactly :meth:`predict`'s. ``frames`` is
+        read at most ``depth`` frames ahead of what was yielded; ``depth=1`` runs frames one after another.
 
         A frame that is not a usable image (see :func:`~edgeseg.imaging.as_rgb_uint8`) raises
-        :class:`~edgeseg.imaging.FrameError` naming its index; ``frames`` is not read further, so a caller may
-        catch it and call ``stream`` again on the same iterator. With ``skip_bad_frames=True`` such a frame
-        yields ``None`` in its place (item i still belongs to frame i) and is logged as a warning on the
-        ``edgeseg.runtime`` logger, and the stream goes on.
+        :class:`~edgeseg.imaging.FrameError` naming its index, after the frames before it were yielded;
+        ``frames`` is not read past it, so a caller may catch it and call ``stream`` again on the same
+        iterator. With ``skip_bad_frames=True`` such a frame yields ``None`` in its place (item i still belongs
+        to frame i) and is logged as a warning on the ``edgeseg.runtime`` logger, and the stream goes on.
+        Closing the generator (or leaving a ``for`` loop) waits for the frames in flight and reads no more.
 
-        Frames must be RGB. A ``cv2.VideoCapture`` yields BGR frames; wrap it, e.g.::
-
-            def rgb_frames(capture):
-                ok, frame = capture.read()
-                while ok:
-                    yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                    ok, frame = capture.read()
-
-            for labels in seg.stream(rgb_frames(cv2.VideoCapture(0))): ...
+        Frames must be RGB. A ``cv2.VideoCapture`` yields BGR frames: read videos, cameras and streams with
+        :func:`edgeseg.video.open_source` (it converts), e.g.
+        ``for labels in seg.stream(f.image for f in open_source("0")): ...``.
         """
-        for index, frame in enumerate(frames):
-            try:
-                labels = self.predict(frame)
-            except ImageError as error:
-                if not skip_bad_frames:
-                    raise FrameError(index, error) from error
-                _log.warning("frame %d skipped: %s", index, error)
-                yield None
-                continue
-            yield labels
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"depth must be a positive int (frames in flight), got {depth!r}")
+        return self._pipelined(iter(frames), skip_bad_frames, depth)
+
+    def _pipelined(self, frames: Iterator[Any], skip_bad_frames: bool, depth: int) -> Iterator[np.ndarray | None]:
+        """The generator behind :meth:`stream`: ``depth`` worker threads, results in frame order."""
+        model_turn = threading.Lock()  # one inference at a time: it uses every thread the backend has
+
+        def label_map(rgb: np.ndarray) -> np.ndarray:
+            x = self.preprocess(rgb)
+            with model_turn:
+                logits = self.logits(x)
+            return labels_from_logits(logits[0], rgb.shape[:2])
+
+        pending: deque[Future[np.ndarray] | None] = deque()  # None: a skipped frame
+        bad: tuple[int, ImageError] | None = None
+        pool = ThreadPoolExecutor(max_workers=depth, thread_name_prefix="edgeseg-stream")
+        try:
+            for index, frame in enumerate(frames):
+                try:
+                    rgb = as_rgb_uint8(frame)
+                except ImageError as error:
+                    if not skip_bad_frames:
+                        bad = (index, error)
+                        break
+                    _log.warning("frame %d skipped: %s", index, error)
+                    pending.append(None)
+                else:
+                    pending.append(pool.submit(label_map, rgb))
+                if len(pending) >= depth:
+                    done = pending.popleft()
+                    yield None if done is None else done.result()
+            while pending:
+                done = pending.popleft()
+                yield None if done is None else done.result()
+        finally:
+            for waiting in pending:
+                if waiting is not None:
+                    waiting.cancel()
+            pool.shutdown(wait=True)
+        if bad is not None:
+            raise FrameError(*bad) from bad[1]
+
+    def live(self, source: Iterable[Any], callback: Callable[[LiveResult], object]) -> LiveStats:
+        """Segment a camera's frames as they arrive, latest frame wins; blocks until ``source`` ends.
+
+        ``source`` yields images, or frames with ``.image`` and ``.timestamp`` (``time.monotonic()`` capture
+        time), e.g. :func:`edgeseg.video.open_source`'s. ``callback(result)`` gets a
+        :class:`~edgeseg.live.LiveResult` (labels, frame index, timestamp, capture→result latency) in a worker
+        thread; frames that arrive while the worker is busy are dropped and counted. Returns the
+        :class:`~edgeseg.live.LiveStats`. To feed frames yourself, use :class:`edgeseg.live.LiveSegmenter`.
+        """
+        return run_live(self, source, callback)
 
     def close(self) -> None:
         """Release the model once the calls in flight finish; closing twice is harmless."""

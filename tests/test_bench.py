@@ -101,7 +101,7 @@ def test_model_bytes_counts_ir_xml_and_bin(tiny_bundle) -> None:
 
 # ---- end to end: real runtime, fresh worker processes ------------------------------------------
 
-CASES = [(b, bd) for b in ("onnxruntime", "openvino") for bd in ("model", "end-to-end")]
+CASES = [(b, bd) for b in ("onnxruntime", "openvino") for bd in ("model", "end-to-end")] + [("openvino", "stream")]
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +135,7 @@ def test_benchmark_record(records: dict, backend: str, boundary: str) -> None:
     assert r["target"] == "onnx" and r["precision"] == "fp32"
     assert r["backend"] == backend and r["boundary"] == boundary
     assert r["threads"] == (1 if backend == "onnxruntime" else None)
-    assert r["image_size"] == ([120, 160] if boundary == "end-to-end" else None)
+    assert r["image_size"] == (None if boundary == "model" else [120, 160])
     assert r["warmup"] == 2 and r["iters"] == 5
     lat = r["latency_ms"]
     assert lat["n"] == 5
@@ -166,7 +166,7 @@ def test_format_table(records: dict) -> None:
     body = [line for line in lines[4:] if line.startswith("| tiny-conv |")]
     assert len(body) == len(rows) == len(lines) - 4
     assert all(line.count("|") == lines[2].count("|") for line in body)
-    assert "end-to-end 120x160" in text and "| default |" in text and "| 1 |" in text
+    assert "end-to-end 120x160" in text and "stream 120x160" in text and "| default |" in text and "| 1 |" in text
 
 
 def test_format_table_one_boundary_only(records: dict) -> None:

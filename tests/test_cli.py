@@ -166,3 +166,124 @@ def test_lint_refuses_files_that_are_not_onnx(tmp_path, name, data, message):
         path.write_bytes(data)
     done = edgeseg("lint", str(path), "--target", "openvino")
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+# ---- predict on videos, folders, cameras and streams ----------------------------------------------------
+
+
+def write_mp4(path: Path, count: int, size: tuple[int, int] = (48, 80)) -> list[np.ndarray]:
+    """A short mp4 written with OpenCV; returns its frames as OpenCV decodes them, in RGB."""
+    cv2 = pytest.importorskip("cv2")
+    rng = np.random.default_rng(5)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (size[1], size[0]), True)
+    for _ in range(count):
+        writer.write(rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+    writer.release()
+    capture, decoded = cv2.VideoCapture(str(path)), []
+    ok, bgr = capture.read()
+    while ok:
+        decoded.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        ok, bgr = capture.read()
+    return decoded
+
+
+def test_predict_segments_every_frame_of_a_video(tiny_bundle, tmp_path):
+    import edgeseg.runtime as runtime
+
+    decoded = write_mp4(tmp_path / "clip.mp4", 7)
+    assert len(decoded) == 7
+    (tmp_path / "masks").mkdir()
+    report = tmp_path / "timings.json"
+    done = edgeseg(
+        "predict", str(tiny_bundle("onnx")), str(tmp_path / "clip.mp4"), "--out", str(tmp_path / "masks"),
+        "--json", str(report),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "7 frame(s) of video" in done.stdout
+    written = sorted((tmp_path / "masks").iterdir())
+    assert [p.name for p in written] == [f"clip_{i:06d}.png" for i in range(7)]
+    with runtime.load(tiny_bundle("onnx")) as seg:
+        for path, frame in zip(written, decoded, strict=True):
+            np.testing.assert_array_equal(np.asarray(Image.open(path)), seg.predict(frame))
+    timings = json.loads(report.read_text())
+    assert timings["frames"] == 7 and timings["kind"] == "video" and timings["fps"] > 0
+    assert [f["index"] for f in timings["per_frame"]] == list(range(7))
+    assert all(f["latency_ms"] >= f["decode_ms"] >= 0 for f in timings["per_frame"])
+
+
+@pytest.mark.parametrize(("out", "frames"), [("labels.mkv", 5), ("overlay.mp4", 5)])
+def test_predict_writes_a_video(tiny_bundle, tmp_path, out, frames):
+    import cv2
+
+    import edgeseg.runtime as runtime
+
+    decoded = write_mp4(tmp_path / "clip.mp4", 9)
+    done = edgeseg(
+        "predict", str(tiny_bundle("onnx")), str(tmp_path / "clip.mp4"), "--out", str(tmp_path / out),
+        "--max-frames", str(frames),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    capture, written = cv2.VideoCapture(str(tmp_path / out)), []
+    ok, frame = capture.read()
+    while ok:
+        written.append(frame)
+        ok, frame = capture.read()
+    assert len(written) == frames and written[0].shape == (48, 80, 3)
+    if out.endswith(".mkv"):
+        with runtime.load(tiny_bundle("onnx")) as seg:
+            for got, source in zip(written, decoded, strict=False):
+                np.testing.assert_array_equal(got[:, :, 0], seg.predict(source))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["clip.mp4", out])
+
+
+def test_a_truncated_video_is_an_error_and_writes_nothing(tiny_bundle, tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    writer = cv2.VideoWriter(str(tmp_path / "whole.mkv"), cv2.VideoWriter_fourcc(*"FFV1"), 25.0, (80, 48), True)
+    for value in range(0, 240, 12):
+        writer.write(np.full((48, 80, 3), value, np.uint8) + np.arange(80, dtype=np.uint8)[None, :, None])
+    writer.release()
+    data = (tmp_path / "whole.mkv").read_bytes()
+    (tmp_path / "cut.mkv").write_bytes(data[: len(data) // 2])
+    (tmp_path / "masks").mkdir()
+    for out in ("masks", "labels.mkv"):
+        done = edgeseg("predict", str(tiny_bundle("onnx")), str(tmp_path / "cut.mkv"), "--out", str(tmp_path / out))
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert "ended early" in done.stderr and "of the 20 frames its container declares" in done.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["cut.mkv", "masks", "whole.mkv"]
+
+
+@pytest.mark.parametrize(
+    ("source", "out", "message"),
+    [
+        ("63", "v.mkv", "camera 63 cannot be opened"),
+        ("clip.mp4", "m.png", "the source has many frames"),
+        ("clip.mp4", "clip.mp4", "is the input"),
+        ("notes.mp4", "v.mkv", "video notes.mp4 cannot be opened"),
+        ("none.mkv", "v.mkv", "video none.mkv does not exist"),
+        ("*.png", "v.mkv", "holds no image files"),
+    ],
+)
+def test_predict_refuses_bad_sources_in_one_line(tiny_bundle, tmp_path, source, out, message):
+    write_mp4(tmp_path / "clip.mp4", 2)
+    (tmp_path / "notes.mp4").write_text("not a video")
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeseg", "predict", str(tiny_bundle("onnx")), source, "--out", out],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "notes.mp4"]
+
+
+def test_predict_on_a_folder_of_images_never_writes_over_them(tiny_bundle, tmp_path):
+    for name in ("a", "b"):
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(
+            tmp_path / f"{name}.png"
+        )
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    done = edgeseg("predict", str(tiny_bundle("onnx")), str(tmp_path), "--out", str(tmp_path))
+    assert done.returncode == 2 and "is an input image" in done.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    (tmp_path / "masks").mkdir()
+    done = edgeseg("predict", str(tiny_bundle("onnx")), str(tmp_path), "--out", str(tmp_path / "masks"), "--color")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["a.png", "b.png"]

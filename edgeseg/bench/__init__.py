@@ -24,7 +24,13 @@ from edgeseg.bundle import Bundle, read_bundle
 BOUNDARIES = {
     "model": "normalised input → logits, excludes pre/post-processing",
     "end-to-end": ("uint8 image → label map at the image size, includes resize, normalise, upsample and argmax"),
+    "stream": (
+        "uint8 frames → label maps through the pipelined Segmenter.stream (frames in memory, no decoding); "
+        "time per frame = interval between consecutive results, so FPS is the throughput"
+    ),
 }
+# Boundaries that take whole images of --image-size rather than the model's input.
+IMAGE_BOUNDARIES = ("end-to-end", "stream")
 DEFAULT_IMAGE_SIZE = (720, 1280)
 MIB = 1024 * 1024
 
@@ -79,7 +85,7 @@ def benchmark(
 
     ``backend=None`` uses the bundle's default backend and ``threads=None`` the backend's default
     thread count; the record keeps what was asked. ``image_size`` (HxW) is the input image of the
-    ``end-to-end`` boundary (default 720x1280) and is ignored for ``model``.
+    ``end-to-end`` and ``stream`` boundaries (default 720x1280) and is ignored for ``model``.
     """
     if boundary not in BOUNDARIES:
         raise ValueError(f"boundary must be one of {sorted(BOUNDARIES)}, got {boundary!r}")
@@ -94,7 +100,7 @@ def benchmark(
         args += ["--backend", backend]
     if threads is not None:
         args += ["--threads", str(threads)]
-    if boundary == "end-to-end":
+    if boundary in IMAGE_BOUNDARIES:
         h, w = image_size or DEFAULT_IMAGE_SIZE
         args += ["--image-size", f"{h}x{w}"]
     timed = _probe(args, "latency")

@@ -9,13 +9,16 @@ torch-free runtime, runs the requested timing boundary and prints exactly one JS
   timed calls (``seconds``).
 * memory: load and a few calls, then peak (``VmHWM``) and current (``VmRSS``) resident set size in MiB.
 
-The boundary is ``model`` (``seg.logits`` on a fixed normalised input) or ``end-to-end``
-(``seg.predict`` on a fixed uint8 image of ``--image-size``). Inputs are made before any timing.
+The boundary is ``model`` (``seg.logits`` on a fixed normalised input), ``end-to-end``
+(``seg.predict`` on a fixed uint8 image of ``--image-size``) or ``stream`` (``seg.stream`` over a cycle of
+uint8 frames of ``--image-size``: each duration is the interval between two consecutive results, the first
+``--warmup`` intervals untimed). Inputs are made before any timing.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -27,12 +30,14 @@ from typing import Any
 import numpy as np
 
 from edgeseg import runtime
-from edgeseg.bench import BOUNDARIES, DEFAULT_IMAGE_SIZE
+from edgeseg.bench import BOUNDARIES, DEFAULT_IMAGE_SIZE, IMAGE_BOUNDARIES
 from edgeseg.bench.timing import time_callable
 from edgeseg.imaging import parse_size
 
 MODES = ("latency", "memory")
 MEMORY_RUNS = 3
+# Distinct frames the stream boundary cycles through (so no two neighbours are the same array).
+STREAM_FRAMES = 4
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--iters", type=int, default=50)
     p.add_argument("--boundary", choices=tuple(BOUNDARIES), default="model")
-    p.add_argument("--image-size", type=parse_size, default=DEFAULT_IMAGE_SIZE, help="HxW, end-to-end only")
+    p.add_argument("--image-size", type=parse_size, default=DEFAULT_IMAGE_SIZE, help="HxW, end-to-end and stream")
     p.add_argument("--mode", choices=MODES, required=True)
     return p
 
@@ -57,6 +62,16 @@ def _workload(seg: runtime.Segmenter, boundary: str, image_size: tuple[int, int]
         return lambda: seg.logits(x)
     image = rng.integers(0, 256, (*image_size, 3), dtype=np.uint8)
     return lambda: seg.predict(image)
+
+
+def _stream_intervals(seg: runtime.Segmenter, image_size: tuple[int, int], count: int) -> tuple[float, list[float]]:
+    """Stream ``count`` + 1 frames; return the seconds to the first result and the ``count`` intervals after it."""
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (*image_size, 3), dtype=np.uint8) for _ in range(STREAM_FRAMES)]
+    clock = time.perf_counter
+    start = clock()
+    stamps = [clock() for _ in seg.stream(frames[i % STREAM_FRAMES] for i in range(count + 1))]
+    return stamps[0] - start, [b - a for a, b in itertools.pairwise(stamps)]
 
 
 def resident_mb() -> dict[str, float | None]:
@@ -85,14 +100,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _measure(seg: runtime.Segmenter, args: argparse.Namespace, load_s: float) -> dict[str, Any]:
     """The requested measurement of the loaded ``seg``."""
-    fn = _workload(seg, args.boundary, args.image_size)
     record: dict[str, Any] = {
         "mode": args.mode,
         "backend": seg.backend,
         "threads": args.threads,
         "boundary": args.boundary,
-        "image_size": list(args.image_size) if args.boundary == "end-to-end" else None,
+        "image_size": list(args.image_size) if args.boundary in IMAGE_BOUNDARIES else None,
     }
+    if args.boundary == "stream":
+        count = args.warmup + args.iters if args.mode == "latency" else MEMORY_RUNS
+        first_s, intervals = _stream_intervals(seg, args.image_size, count)
+        if args.mode == "latency":
+            record.update(load_s=load_s, first_inference_ms=first_s * 1000.0, seconds=intervals[args.warmup :])
+        else:
+            record.update(resident_mb())
+        return record
+    fn = _workload(seg, args.boundary, args.image_size)
     if args.mode == "latency":
         start = time.perf_counter()
         fn()
