@@ -604,8 +604,9 @@ def load_graph(
     if path.is_dir():
         from edgeseg.bundle import read_bundle
 
-        bundle = read_bundle(path)
-        return _read_onnx(bundle.artifact(target if target in bundle.manifest.artifacts else "onnx"))
+        bundle = read_bundle(path)  # the target's own graph where it is ONNX, else the portable graph (IR → ONNX)
+        artifact = bundle.artifact(target if target in bundle.manifest.artifacts else "onnx")
+        return _read_onnx(artifact if artifact.suffix == ".onnx" else bundle.artifact("onnx"))
     if path.suffix == ".onnx" or path.is_file():
         if not path.is_file():
             raise FileNotFoundError(f"{source} does not exist; pass an .onnx file or a name from `edgeseg models`")
