@@ -38,9 +38,7 @@ __all__ = [
 ]
 
 
-def create(
-    name: str, *, num_classes: int = 150, checkpoint: str | Path | None = None, **options: Any
-) -> nn.Module:
+def create(name: str, *, num_classes: int = 150, checkpoint: str | Path | None = None, **options: Any) -> nn.Module:
     """Build model ``name`` in eval mode, optionally loading an official checkpoint.
 
     ``options`` are the family's build options (e.g. SETR's ``full_resolution``). The load report (ignored

@@ -35,6 +35,7 @@ embedding is resized in the forward for the input's grid (:mod:`edgeseg.models.v
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -46,9 +47,10 @@ from edgeseg.models.registry import register_variants
 from edgeseg.models.vit import (
     IMAGENET_CLASSIFIER_KEYS,
     LAYERNORM_EPS,
+    PATCH,
     VIT_VARIANTS,
-    ViTConfig,
     VisionTransformer,
+    ViTConfig,
     is_imagenet_vit,
 )
 
@@ -71,6 +73,13 @@ def resize(x: torch.Tensor, size: tuple[int, int], align_corners: bool = False) 
     return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
 
 
+def check_input_size(x: torch.Tensor) -> None:
+    """SETR cuts the image into 16×16 patches: other sides would silently lose their last rows or columns."""
+    h, w = x.shape[-2:]
+    if h % PATCH or w % PATCH:
+        raise ValueError(f"SETR needs input sides that are multiples of {PATCH}, got {h}x{w}; resize or pad the image")
+
+
 class SETRBackbone(VisionTransformer):
     """The ViT for the Naive and PUP heads: returns the tokens (cls first) of the last block and the patch grid."""
 
@@ -87,7 +96,9 @@ class MLANeck(nn.Module):
         for level in (2, 3, 4, 5):
             self.add_module(f"mla_p{level}_1x1", ConvNormAct(dim, MLA_CHANNELS, 1, act=nn.ReLU(), names=("0", "1")))
         for level in (2, 3, 4, 5):
-            self.add_module(f"mla_p{level}", ConvNormAct(MLA_CHANNELS, MLA_CHANNELS, 3, act=nn.ReLU(), names=("0", "1")))
+            self.add_module(
+                f"mla_p{level}", ConvNormAct(MLA_CHANNELS, MLA_CHANNELS, 3, act=nn.ReLU(), names=("0", "1"))
+            )
 
     def forward(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
         """``maps`` from the shallowest tap; returns (p2, p3, p4, p5)."""
@@ -144,10 +155,13 @@ class UpHead(nn.Module):
     def reparameterize(self) -> None:
         fold_batchnorm_pairs(self, *((f"conv_{i}", f"syncbn_fc_{i}") for i in range(self.num_convs)))
 
-    def use_first_kernel(self, kernel: int) -> None:
-        """Rebuild ``conv_0`` with a ``kernel``×``kernel`` kernel (the official ``conv3x3_conv1x1`` switch)."""
-        conv = self.conv_0
-        self.conv_0 = nn.Conv2d(conv.in_channels, conv.out_channels, kernel, padding=kernel // 2)
+    def match_first_kernel(self, weight: torch.Tensor) -> None:
+        """Rebuild ``conv_0`` with the kernel size of a checkpoint's ``weight`` when it is the other of 1×1 and 3×3
+        (the official ``conv3x3_conv1x1`` switch); any other shape is left for the load to report."""
+        conv = cast(nn.Conv2d, self.get_submodule("conv_0"))
+        kernel = weight.shape[-1] if weight.ndim == 4 else conv.kernel_size[0]
+        if kernel in (1, 3) and kernel != conv.kernel_size[0]:
+            self.add_module("conv_0", nn.Conv2d(conv.in_channels, conv.out_channels, kernel, padding=kernel // 2))
 
 
 class MLAHeadLevels(nn.Module):
@@ -191,6 +205,7 @@ class SETR(EncoderDecoder):
     """
 
     checkpoint_ignored = (r"^decode_head\.conv_seg\.", r"^auxiliary_head\.", *IMAGENET_CLASSIFIER_KEYS)
+    checkpoint_optional: tuple[str, ...]
 
     def __init__(self, variant: str, num_classes: int, *, full_resolution: bool = True) -> None:
         super().__init__()
@@ -215,9 +230,11 @@ class SETR(EncoderDecoder):
             self.checkpoint_optional = (r"^decode_head\.",)
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        check_input_size(x)
         return self.backbone(x)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input_size(x)
         features, grid = self.backbone(x)
         logits = self.decode_head(features, grid)
         return resize(logits, (x.shape[2], x.shape[3])) if self.full_resolution else logits
@@ -230,10 +247,8 @@ class SETR(EncoderDecoder):
         if "backbone.pos_embed" in state:
             state = {**state, "backbone.pos_embed": self.backbone.adopt_position_grid(state["backbone.pos_embed"])}
         conv_0 = state.get("decode_head.conv_0.weight")
-        if self.head_kind == "naive" and conv_0 is not None and conv_0.ndim == 4:
-            head = self.decode_head
-            if isinstance(head, UpHead) and conv_0.shape[-1] in (1, 3) and conv_0.shape[-1] != head.conv_0.kernel_size[0]:
-                head.use_first_kernel(conv_0.shape[-1])
+        if self.head_kind == "naive" and isinstance(self.decode_head, UpHead) and conv_0 is not None:
+            self.decode_head.match_first_kernel(conv_0)
         return state
 
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgeseg.models.checkpoint import CheckpointError
 from edgeseg.models.layers import to_image, to_tokens
 from edgeseg.models.mit import multi_head_attention
 
@@ -106,7 +107,7 @@ def position_grid_side(rows: int) -> int:
     """Side g of the square patch grid in a position table of ``rows`` = 1 + g² (cls) or 2 + g² (DeiT cls + dist)."""
     side = math.isqrt(max(rows - 1, 0))
     if side < 1 or rows - 1 - side * side not in (0, 1):
-        raise ValueError(
+        raise CheckpointError(
             f"a position embedding of {rows} rows is not a cls row (plus a DeiT distillation row) and a square "
             "grid of patches; this is not a ViT/16 checkpoint SETR can use"
         )
@@ -142,7 +143,7 @@ class VisionTransformer(nn.Module):
         A DeiT-distilled table (cls, dist, grid) keeps the cls row and the grid, as SETR's loader does.
         """
         if pos_embed.ndim != 3 or pos_embed.shape[0] != 1 or pos_embed.shape[2] != self.pos_embed.shape[2]:
-            raise ValueError(
+            raise CheckpointError(
                 f"pos_embed of shape {tuple(pos_embed.shape)} does not fit a ViT of width {self.pos_embed.shape[2]}; "
                 "check the model size (tiny/small/base/large)"
             )
