@@ -82,6 +82,21 @@ def test_parameter_counts_at_512_match_the_official_configs(variant):
     assert round(count / 1e6, 1) == OFFICIAL_512_PARAMS_M[variant]
 
 
+@pytest.mark.parametrize(("variant", "gmacs"), [("naive-tiny", 10.5), ("pup-tiny", 64.1), ("mla-tiny", 26.2)])
+def test_macs_at_512_match_the_official_modules(variant, gmacs):
+    assert round(models.count_macs(models.create(f"setr-{variant}"), (512, 512)) / 1e9, 1) == gmacs
+
+
+def test_naive_head_takes_the_checkpoints_3x3_first_conv(setr_checkpoints):
+    state = read_state_dict(setr_checkpoints["setr-naive-tiny"])
+    state["decode_head.conv_0.weight"] = torch.randn(256, 192, 3, 3, generator=torch.Generator().manual_seed(4))
+    model = models.create("setr-naive-tiny", checkpoint=state)  # the official conv3x3_conv1x1=True layout
+    assert model.decode_head.conv_0.kernel_size == (3, 3)
+    torch.testing.assert_close(model.decode_head.conv_0.weight, state["decode_head.conv_0.weight"], rtol=0, atol=0)
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 64, 32)).shape == (1, 150, 64, 32)
+
+
 def test_conv_seg_and_auxiliary_heads_are_ignored_and_listed(setr_checkpoints):
     state = read_state_dict(setr_checkpoints["setr-naive-tiny"])
     aux = {

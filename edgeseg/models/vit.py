@@ -188,39 +188,3 @@ IMAGENET_CLASSIFIER_KEYS = (
     r"^backbone\.(norm|fc_norm|head|head_dist|pre_logits)\.",
     r"^backbone\.dist_token$",
 )
-
-
-_MMSEG_BLOCK_RENAMES = (
-    ("ln1.", "norm1."),
-    ("ln2.", "norm2."),
-    ("attn.attn.in_proj_", "attn.qkv."),
-    ("attn.attn.out_proj.", "attn.proj."),
-    ("ffn.layers.0.0.", "mlp.fc1."),
-    ("ffn.layers.1.", "mlp.fc2."),
-)
-
-
-def is_mmseg_vit(state: dict[str, torch.Tensor], prefix: str = "backbone.") -> bool:
-    """True for OpenMMLab mmseg's ``VisionTransformer`` keys (``layers.{i}.ln1``, ``patch_embed.projection``)."""
-    return f"{prefix}layers.0.ln1.weight" in state
-
-
-def mmseg_to_setr(state: dict[str, torch.Tensor], prefix: str = "backbone.") -> dict[str, torch.Tensor]:
-    """mmseg ``VisionTransformer`` backbone keys under ``prefix`` renamed to SETR's (an exact rename).
-
-    ``attn.attn.in_proj_weight`` rows are [q; k; v], head-major, as SETR's ``qkv``. Keys outside the ViT
-    (mmseg's final ``ln1``, necks, heads) pass through unchanged, so a strict load names them.
-    """
-    out: dict[str, torch.Tensor] = {}
-    for key, tensor in state.items():
-        if key.startswith(prefix + "layers."):
-            index, rest = key[len(prefix + "layers.") :].split(".", 1)
-            for old, new in _MMSEG_BLOCK_RENAMES:
-                if rest.startswith(old):
-                    rest = new + rest[len(old) :]
-                    break
-            key = f"{prefix}blocks.{index}.{rest}"
-        elif key.startswith(prefix + "patch_embed.projection."):
-            key = prefix + "patch_embed.proj." + key[len(prefix + "patch_embed.projection.") :]
-        out[key] = tensor
-    return out
