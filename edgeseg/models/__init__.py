@@ -8,7 +8,9 @@ backbone's stage outputs. Official checkpoints load unchanged through ``checkpoi
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,6 +20,7 @@ from edgeseg.models import (
     cgrseg,  # noqa: F401
     cloformer,  # noqa: F401
     segformer,  # noqa: F401
+    setr,  # noqa: F401
     umixformer,  # noqa: F401
 )
 from edgeseg.models.checkpoint import CheckpointError, LoadReport, load_checkpoint
@@ -35,16 +38,18 @@ __all__ = [
 ]
 
 
-def create(name: str, *, num_classes: int = 150, checkpoint: str | Path | None = None) -> nn.Module:
+def create(name: str, *, num_classes: int = 150, checkpoint: str | Path | None = None, **options: Any) -> nn.Module:
     """Build model ``name`` in eval mode, optionally loading an official checkpoint.
 
-    The load report (ignored and de-duplicated keys) is kept as ``model.checkpoint_report``.
+    ``options`` are the family's build options (e.g. SETR's ``full_resolution``). The load report (ignored
+    and de-duplicated keys) is kept as ``model.checkpoint_report``; ``model.spec`` is the registry entry, with
+    the model's own ``output_stride`` when an option changed it.
     """
     spec = get_spec(name)
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    model = spec.builder(num_classes)
-    model.spec = spec
+    model = spec.builder(num_classes, **options)
+    model.spec = dataclasses.replace(spec, output_stride=getattr(model, "output_stride", spec.output_stride))
     model.checkpoint_report = None
     if checkpoint is not None:
         model.checkpoint_report = load_checkpoint(

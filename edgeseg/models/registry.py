@@ -20,7 +20,7 @@ class ModelSpec:
 
     name: str
     family: str
-    builder: Callable[[int], nn.Module]
+    builder: Callable[..., nn.Module]  # builder(num_classes, **family options)
     output_stride: int
     description: str = ""
     mean: tuple[float, float, float] = IMAGENET_MEAN
