@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import onnx
 import pytest
 import torch
 
 from edgeseg import models
+from edgeseg.bundle import read_bundle
+from edgeseg.export import ExportRequest, export_bundle
 from edgeseg.models.checkpoint import CheckpointError, read_state_dict
 from edgeseg.models.mit import mmseg_to_nvlabs
+from edgeseg.runtime import load
 from tests.golden import golden_dir
 from tests.model_checks import (
     FORBIDDEN_OPS,
@@ -24,6 +30,15 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # Official totals (julian-klitzing/u-mixformer, 150 classes), which include tensors the forward never uses.
 OFFICIAL_TOTAL_PARAMS = {"umixformer-b0": 6_138_252, "umixformer-b1": 24_047_596, "umixformer-b2": 35_845_100}
 KV_DIMS = {"umixformer-b0": 512, "umixformer-b1": 1024, "umixformer-b2": 1024}  # sum of the encoder channels
+
+
+# The decoder tensors of the official checkpoints that the forward never uses, in checkpoint order.
+UNUSED_DECODER_KEYS = ["decode_head.conv_seg.weight", "decode_head.conv_seg.bias"] + [
+    f"decode_head.attn_c{stage}.attn.{module}.{param}"
+    for stage in (4, 3, 2, 1)
+    for module in ("sr", "norm")
+    for param in ("weight", "bias")
+]
 
 
 def unused_params(kv_dim: int) -> int:
@@ -79,10 +94,7 @@ def test_layernorm_eps_follow_the_mmseg_code(golden_model):
 
 def test_checkpoint_report_lists_the_unused_tensors(golden, golden_model):
     report = golden_model.checkpoint_report
-    expected = ["decode_head.conv_seg.weight", "decode_head.conv_seg.bias"]
-    for stage in (4, 3, 2, 1):
-        expected += [f"decode_head.attn_c{stage}.attn.{m}.{p}" for m in ("sr", "norm") for p in ("weight", "bias")]
-    assert report.ignored == expected
+    assert report.ignored == UNUSED_DECODER_KEYS
     # 8 backbone blocks × in_proj weight and bias, each split into q and kv.
     assert report.loaded + len(report.ignored) - 16 == len(read_state_dict(golden / "checkpoint.pth")) == 274
 
@@ -139,13 +151,65 @@ def test_dynamic_onnx_export_is_exact_at_several_sizes(golden, golden_model):
         np.testing.assert_allclose(run_onnxruntime(proto, xi), reference, rtol=0, atol=1e-4)
 
 
-# ==== other encoders: MSCAN-T/S and LVT (no golden data: counts, shapes, fusion, export) ====
+# ==== other encoders: MSCAN-T/S and LVT (golden data of the official code for MSCAN-T and LVT) ====
 
 # Official totals (random weights) and the decoder tensors the forward never uses (kv dims 512 and 544).
 OTHER_ENCODER_USED_PARAMS = {
     "umixformer-mscan-t": 6_722_444 - unused_params(512),
     "umixformer-lvt": 6_500_176 - unused_params(544),
 }
+GOLDEN_SETS = {"umixformer-lvt": "umixformer_lvt", "umixformer-mscan-t": "umixformer_mscan_t"}
+# Paper Table 1 GFLOPs at 512×512 (= GMACs, mmcv's counting convention).
+PUBLISHED_GMACS = {"umixformer-lvt": 9.1, "umixformer-mscan-t": 7.6}
+
+
+@pytest.fixture(scope="module", params=sorted(GOLDEN_SETS))
+def other_golden(request) -> tuple[str, Path, torch.nn.Module]:
+    """(model name, golden folder, the model loaded from the official checkpoint)."""
+    folder = golden_dir(GOLDEN_SETS[request.param])
+    return request.param, folder, models.create(request.param, checkpoint=folder / "checkpoint.pth")
+
+
+def test_other_encoders_reproduce_the_official_logits_and_features(other_golden):
+    _, folder, model = other_golden
+    assert_golden_logits_and_features(model, folder)
+
+
+def test_other_encoders_load_every_official_key_and_ignore_only_the_unused_ones(other_golden):
+    _, folder, model = other_golden
+    report = model.checkpoint_report
+    assert report.ignored == UNUSED_DECODER_KEYS
+    assert report.loaded + len(report.ignored) == len(read_state_dict(folder / "checkpoint.pth"))
+
+
+def test_other_encoders_fused_match_the_official_logits(other_golden):
+    _, folder, model = other_golden
+    fused = assert_fuses_exactly(model, (96, 128))
+    x = torch.from_numpy(np.load(folder / "input.npy"))
+    with torch.no_grad():
+        np.testing.assert_allclose(fused(x).numpy(), np.load(folder / "logits.npy"), rtol=0, atol=1e-4)
+
+
+def test_other_encoders_macs_at_512_match_the_published_count(other_golden):
+    name, _, model = other_golden
+    assert models.count_macs(model, (512, 512)) == pytest.approx(PUBLISHED_GMACS[name] * 1e9, rel=0.015)
+
+
+def test_lvt_keys_are_the_official_mmseg_ones():
+    """The LVT stages are the official ``backbone.backbone.{stage}.{0: patch embed, 1: blocks}`` tree."""
+    keys = models.create("umixformer-lvt").state_dict()
+    assert tuple(keys["backbone.backbone.0.1.1.attn.weight.weight"].shape) == (576, 64, 1, 1)  # CSA, 9 groups
+    assert tuple(keys["backbone.backbone.1.1.0.mlp.fc1.weight"].shape) == (512, 64, 1, 1)  # 1×1 conv MLP
+    assert tuple(keys["backbone.backbone.3.0.proj.weight"].shape) == (256, 160, 3, 3)
+    assert not [k for k in keys if k.startswith("backbone.") and not k.startswith("backbone.backbone.")]
+
+
+def test_lvt_missing_official_keys_are_named():
+    folder = golden_dir("umixformer_lvt")
+    state = read_state_dict(folder / "checkpoint.pth")
+    del state["backbone.backbone.2.1.1.attn.ds.weight"]
+    with pytest.raises(CheckpointError, match=r"missing keys: backbone\.backbone\.2\.1\.1\.attn\.ds\.weight"):
+        models.create("umixformer-lvt", checkpoint=state)
 
 
 def randomised(name: str) -> torch.nn.Module:
@@ -214,12 +278,23 @@ def test_lvt_window_attention_equals_the_unfold_fold_formulation():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["umixformer-mscan-t", "umixformer-lvt"])
-def test_other_encoders_export_to_onnx_and_match_in_ort(name):
-    model = randomised(name)
-    x = torch.randn(1, 3, 128, 160, generator=torch.Generator().manual_seed(4))
-    proto = export_fused(model, (128, 160))
-    assert_portable_graph(proto, FORBIDDEN_OPS | {"Gather"})
-    with torch.no_grad():
-        reference = model(x).numpy()
-    np.testing.assert_allclose(run_onnxruntime(proto, x), reference, rtol=0, atol=1e-4)
+@pytest.mark.parametrize("name", sorted(GOLDEN_SETS))
+def test_other_encoders_dynamic_bundles_reproduce_the_official_logits(name, tmp_path):
+    """Exported as `edgeseg export --dynamic` does at a small size; the bundle runs the golden 256×320 input."""
+    folder = golden_dir(GOLDEN_SETS[name])
+    request = ExportRequest(
+        model=name,
+        out=tmp_path / "bundle",
+        target="openvino",
+        input_size=(64, 96),
+        dynamic=True,
+        checkpoint=folder / "checkpoint.pth",
+        parity_count=2,
+    )
+    bundle = read_bundle(export_bundle(request))
+    assert bundle.dynamic and bundle.input.shape == (1, 3, None, None)
+    assert all(result["passed"] for result in bundle.manifest.parity["results"].values())
+    assert_portable_graph(onnx.load(bundle.path / "model.onnx"), FORBIDDEN_OPS | {"Gather"})
+    x, expected = np.load(folder / "input.npy"), np.load(folder / "logits.npy")
+    for backend in ("onnxruntime", "openvino"):
+        np.testing.assert_allclose(load(bundle.path, backend=backend).logits(x), expected, rtol=0, atol=1e-4)

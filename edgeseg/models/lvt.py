@@ -3,16 +3,19 @@
 Stage 1 mixes tokens with convolutional self-attention (CSA: attention weights over each 3×3 window,
 predicted from the 2×2-pooled input, applied to per-position projections of the window and folded back);
 stages 2–4 use recursive atrous self-attention (RASA: queries through a shared-weight depthwise 3×3 conv at
-dilations 1, 3, 5 with SiLU, summed; K/V spatially reduced; applied twice, the second time to its output
-plus the input). Pre-norm blocks; the MLP is Linear–GELU–Linear in stage 1 and has a 3×3 depthwise conv
-before the GELU in stages 2–4; no stage-output LayerNorm.
+dilations 1, 3, 5 with SiLU, summed; K/V spatially reduced; applied twice with shared weights and a SiLU
+after each, the second time to its output plus the input). Pre-norm blocks; the MLP is Linear–GELU–Linear
+in stage 1 and 1×1 conv → 3×3 depthwise conv → GELU → 1×1 conv in stages 2–4; no stage-output LayerNorm.
 
 Export notes: the window attention is 4-D throughout (heads folded into the window axis) and the
 per-position projection is one batched MatMul instead of a grouped conv on a B·h·w batch. The official
 ``F.unfold``/``F.fold`` pair is a depthwise conv with one-hot 3×3 kernels and its transpose (cropped to
 H×W), which is exact and exports as Conv/ConvTranspose instead of Gather chains on rank-6 tensors and
-``Col2Im`` (opset 18, unsupported by TensorRT). There is no golden reference data for this encoder:
-numerical parity with the official code is unverified.
+``Col2Im`` (opset 18, unsupported by TensorRT).
+
+Module names are the official ones (``lvt`` of julian-klitzing/u-mixformer): its stage list is called
+``backbone``, so U-MixFormer-LVT checkpoints hold ``backbone.backbone.{stage}.{0|1}...`` and load unchanged.
+Stage outputs and logits equal the official code's golden data to ≤ 1e-5 (``tests/test_umixformer.py``).
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ def window_taps(channels: int) -> torch.Tensor:
 
 class ConvSelfAttention(nn.Module):
     """CSA: window attention over 3×3 windows at stride 2, outputs folded back to H×W."""
+
+    taps: torch.Tensor
 
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
@@ -104,7 +109,10 @@ class AtrousDepthwiseConv(nn.Module):
 
 
 class RecursiveAtrousSelfAttention(nn.Module):
-    """RASA: attention with atrous-conv queries and spatially reduced K/V, applied recursively."""
+    """RASA: attention with atrous-conv queries and spatially reduced K/V, applied recursively.
+
+    With shared weights: y = SiLU(A(x)), then y = SiLU(A(y + x)) for each further recursion.
+    """
 
     def __init__(self, dim: int, num_heads: int, sr_ratio: int) -> None:
         super().__init__()
@@ -124,49 +132,60 @@ class RecursiveAtrousSelfAttention(nn.Module):
         tokens = to_tokens(x)
         q = to_tokens(self.ds(to_image(self.q(tokens), size)))
         reduced = self.norm(to_tokens(self.sr(x))) if self.sr_ratio > 1 else tokens
-        k, v = self.kv(reduced).chunk(2, dim=-1)
+        k, v = self.kv(reduced).chunk(2, dim=-1)  # weight rows [0:C] are K, [C:2C] are V
         return to_image(self.proj(multi_head_attention(q, k, v, self.num_heads)), size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.attention(x)
+        out = F.silu(self.attention(x))
         for _ in range(RECURSIONS - 1):
-            out = self.attention(out + x)
+            out = F.silu(self.attention(out + x))
         return out
 
 
-class Mlp(nn.Module):
-    """Linear → [3×3 depthwise conv on the image view] → GELU → Linear (stages 2–4 have the depthwise conv)."""
+class TokenMlp(nn.Module):
+    """Linear → GELU → Linear on the tokens of a B×C×H×W map (stage 1)."""
 
-    def __init__(self, dim: int, hidden: int, depthwise: bool) -> None:
+    def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
-        if depthwise:
-            self.depconv = nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden)
         self.fc2 = nn.Linear(hidden, dim)
-        self.depthwise = depthwise
 
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        hidden = self.fc1(x)
-        if self.depthwise:
-            hidden = to_tokens(self.depconv(to_image(hidden, size)))
-        return self.fc2(F.gelu(hidden))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = (x.shape[2], x.shape[3])
+        return to_image(self.fc2(F.gelu(self.fc1(to_tokens(x)))), size)
+
+
+class ConvMlp(nn.Module):
+    """1×1 conv → 3×3 depthwise conv → GELU → 1×1 conv (stages 2–4)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden, 1)
+        self.depconv = nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden)
+        self.fc2 = nn.Conv2d(hidden, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.depconv(self.fc1(x))))
+
+
+def channel_layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """``norm`` over the channels of a B×C×H×W map."""
+    return to_image(norm(to_tokens(x)), (x.shape[2], x.shape[3]))
 
 
 class LVTBlock(nn.Module):
     """Pre-norm block on B×C×H×W maps (LayerNorm over channels): x + attn(LN(x)), x + mlp(LN(x))."""
 
-    def __init__(self, dim: int, attn: nn.Module, mlp_ratio: int, depthwise_mlp: bool) -> None:
+    def __init__(self, dim: int, attn: nn.Module, mlp: nn.Module) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
         self.attn = attn
         self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
-        self.mlp = Mlp(dim, dim * mlp_ratio, depthwise_mlp)
+        self.mlp = mlp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = (x.shape[2], x.shape[3])
-        x = x + self.attn(to_image(self.norm1(to_tokens(x)), size))
-        tokens = to_tokens(x)
-        return to_image(tokens + self.mlp(self.norm2(tokens), size), size)
+        x = x + self.attn(channel_layer_norm(self.norm1, x))
+        return x + self.mlp(channel_layer_norm(self.norm2, x))
 
 
 class PatchEmbed(nn.Module):
@@ -178,43 +197,42 @@ class PatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(cout, eps=LN_EPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.proj(x)
-        return to_image(self.norm(to_tokens(x)), (x.shape[2], x.shape[3]))
+        return channel_layer_norm(self.norm, self.proj(x))
+
+
+def lvt_stage(config: LVTConfig, index: int) -> nn.Sequential:
+    """Stage ``index``: patch embedding (``0``), then its blocks (``1.{j}``); CSA in stage 1, RASA after."""
+    dims = config.embed_dims
+    dim, heads, hidden = dims[index], config.num_heads[index], dims[index] * config.mlp_ratios[index]
+    if index == 0:
+        embed = PatchEmbed(3, dim, 7, 4)
+        blocks = [LVTBlock(dim, ConvSelfAttention(dim, heads), TokenMlp(dim, hidden)) for _ in range(config.depths[0])]
+    else:
+        embed = PatchEmbed(dims[index - 1], dim, 3, 2)
+        sr = config.sr_ratios[index]
+        blocks = [
+            LVTBlock(dim, RecursiveAtrousSelfAttention(dim, heads, sr), ConvMlp(dim, hidden))
+            for _ in range(config.depths[index])
+        ]
+    return nn.Sequential(embed, nn.Sequential(*blocks))
 
 
 class LVT(nn.Module):
-    """Four stages (CSA, then RASA); outputs at strides 4, 8, 16 and 32."""
+    """Four stages (CSA, then RASA); outputs at strides 4, 8, 16 and 32.
+
+    Module names are the official ones: the stages are the ModuleList ``backbone``, so an mmseg checkpoint's
+    keys read ``backbone.backbone.{stage}.{0 = patch embedding, 1 = blocks}.{block}...``.
+    """
 
     def __init__(self, config: LVTConfig | None = None) -> None:
         super().__init__()
         config = config or LVTConfig()
-        dims = config.embed_dims
-        self.patch_embeds = nn.ModuleList(
-            PatchEmbed(3 if i == 0 else dims[i - 1], dim, 7 if i == 0 else 3, 4 if i == 0 else 2)
-            for i, dim in enumerate(dims)
-        )
-        stages = []
-        for i, dim in enumerate(dims):
-            heads, sr = config.num_heads[i], config.sr_ratios[i]
-            stages.append(
-                nn.ModuleList(
-                    LVTBlock(
-                        dim,
-                        ConvSelfAttention(dim, heads) if i == 0 else RecursiveAtrousSelfAttention(dim, heads, sr),
-                        config.mlp_ratios[i],
-                        depthwise_mlp=i > 0,
-                    )
-                    for _ in range(config.depths[i])
-                )
-            )
-        self.stages = nn.ModuleList(stages)
-        self.out_channels = dims
+        self.backbone = nn.ModuleList(lvt_stage(config, i) for i in range(len(config.embed_dims)))
+        self.out_channels = config.embed_dims
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []
-        for embed, blocks in zip(self.patch_embeds, self.stages):
-            x = embed(x)
-            for block in blocks:
-                x = block(x)
+        for stage in self.backbone:
+            x = stage(x)
             features.append(x)
         return features

@@ -19,8 +19,8 @@ The official quirks are kept because the checkpoints were trained with them:
 ``reparameterize()`` folds the ``linear_fuse`` BatchNorm into its conv.
 
 The same decoder also runs on U-MixFormer's other encoders, MSCAN-T/S (:mod:`edgeseg.models.mscan`) and
-LVT (:mod:`edgeseg.models.lvt`); there is no golden data for those, so only their parameter counts (equal
-to the official ones) and export are checked.
+LVT (:mod:`edgeseg.models.lvt`), whose official checkpoints load unchanged too. MSCAN-T and LVT are
+checked against the official code's golden data; MSCAN-S by its parameter count (equal to the official one).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ DECODER_MLP_RATIO = 4
 class UMixFormerConfig:
     """The encoder (built by ``encoder()``), the decoder's fused embedding dim and the encoder's description."""
 
-    encoder: Callable[[], nn.Module]
+    encoder: Callable[[], MixVisionTransformer | MSCAN | LVT]
     embed_dim: int
     encoder_name: str
 
@@ -168,8 +168,9 @@ class UMixFormer(EncoderDecoder):
         if variant not in VARIANTS:
             raise ValueError(f"unknown U-MixFormer variant {variant!r}; choose one of {', '.join(VARIANTS)}")
         cfg = VARIANTS[variant]
-        self.backbone = cfg.encoder()
-        self.decode_head = UMixFormerHead(self.backbone.out_channels, cfg.embed_dim, num_classes)
+        encoder = cfg.encoder()
+        self.backbone = encoder
+        self.decode_head = UMixFormerHead(encoder.out_channels, cfg.embed_dim, num_classes)
 
     def remap_checkpoint(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Official MiT checkpoints hold mmseg-1.x backbone keys; map them onto the NVlabs-named modules."""
