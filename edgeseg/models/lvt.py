@@ -18,6 +18,7 @@ numerical parity with the official code is unverified.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +54,8 @@ def window_taps(channels: int) -> torch.Tensor:
 
 class ConvSelfAttention(nn.Module):
     """CSA: window attention over 3×3 windows at stride 2, outputs folded back to H×W."""
+
+    taps: torch.Tensor  # a non-persistent buffer
 
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
@@ -214,7 +217,7 @@ class LVT(nn.Module):
         features = []
         for embed, blocks in zip(self.patch_embeds, self.stages):
             x = embed(x)
-            for block in blocks:
+            for block in cast(nn.ModuleList, blocks):
                 x = block(x)
             features.append(x)
         return features

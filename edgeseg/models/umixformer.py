@@ -56,7 +56,7 @@ DECODER_MLP_RATIO = 4
 class UMixFormerConfig:
     """The encoder (built by ``encoder()``), the decoder's fused embedding dim and the encoder's description."""
 
-    encoder: Callable[[], nn.Module]
+    encoder: Callable[[], MixVisionTransformer | MSCAN | LVT]
     embed_dim: int
     encoder_name: str
 
