@@ -316,5 +316,6 @@ def labels_from_logits(logits: np.ndarray, size: Sequence[int]) -> np.ndarray:
     if mixed.mean() > DENSE_BLEND_FRACTION:
         _blend_rows(hwc, (height, width), labels)
     else:
-        _blend_pixels(hwc, (height, width), *np.nonzero(mixed), labels)
+        ys, xs = np.nonzero(mixed)
+        _blend_pixels(hwc, (height, width), ys, xs, labels)
     return labels

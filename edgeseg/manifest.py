@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
-FORMAT = "edgeseg-bundle"
-FORMAT_VERSION = 1
+FORMAT: Final = "edgeseg-bundle"
+FORMAT_VERSION: Final = 1
 MANIFEST = "manifest.json"
 SCHEMA_FILE = f"schemas/manifest-{FORMAT_VERSION}.schema.json"
 
@@ -128,7 +128,9 @@ class InputSpec(_Strict):
                 f"resize mode {self.resize.mode!r} does not fit a {'dynamic' if self.dynamic else 'static'} graph "
                 "(static graphs stretch to their size, dynamic ones keep the ratio)"
             )
-        if not self.dynamic and (tuple(self.shape[2:]) != self.example_size or self.resize.size != self.example_size):
+        if isinstance(self.resize, StretchResize) and (
+            tuple(self.shape[2:]) != self.example_size or self.resize.size != self.example_size
+        ):
             raise ValueError(f"a static graph's shape {self.shape}, example_size and resize.size must agree")
         if any(side % self.size_multiple for side in self.example_size):
             raise ValueError(f"example_size {self.example_size} is not a multiple of size_multiple")

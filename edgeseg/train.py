@@ -110,7 +110,7 @@ def load_split(dataset: SegmentationSet, split: str) -> Split:
     images, labels = [], []
     for sample in samples:
         image, label = read_sample(sample)
-        if label is None:
+        if label is None or sample.label is None:
             raise ValueError(f"{sample.image} has no label file; training and validation need labelled samples")
         _check_labels(label, sample.label, len(dataset.classes), dataset.ignore_index)
         images.append(image)

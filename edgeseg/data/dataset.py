@@ -65,10 +65,9 @@ class SegmentationSet:
         return Sample(self.root / IMAGE_DIR / f"{stem}.png", label if label.is_file() else None)
 
 
-def _require(condition: bool, index: Path, problem: str) -> None:
-    """Raise :class:`DatasetError` about ``index`` unless ``condition``."""
-    if not condition:
-        raise DatasetError(f"{index}: {problem}; write it with `edgeseg data synthetic` or fix the file")
+def _invalid(index: Path, problem: str) -> DatasetError:
+    """The :class:`DatasetError` to raise when ``index`` has ``problem``."""
+    return DatasetError(f"{index}: {problem}; write it with `edgeseg data synthetic` or fix the file")
 
 
 def _read_index(root: Path) -> dict[str, Any]:
@@ -87,8 +86,10 @@ def _read_index(root: Path) -> dict[str, Any]:
         meta = json.loads(index.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DatasetError(f"{index} is not valid JSON ({error}); regenerate the dataset") from None
-    _require(isinstance(meta, dict) and meta.get("format") == FORMAT, index, f"format is not {FORMAT!r}")
-    _require(meta.get("version") == VERSION, index, f"version {meta.get('version')!r} is not {VERSION}")
+    if not (isinstance(meta, dict) and meta.get("format") == FORMAT):
+        raise _invalid(index, f"format is not {FORMAT!r}")
+    if meta.get("version") != VERSION:
+        raise _invalid(index, f"version {meta.get('version')!r} is not {VERSION}")
     return meta
 
 
@@ -98,17 +99,12 @@ def open_dataset(root: str | Path) -> SegmentationSet:
     meta = _read_index(root)
     index = root / INDEX_FILE
     classes, splits, ignore = meta.get("classes"), meta.get("splits"), meta.get("ignore_index", 255)
-    _require(
-        isinstance(classes, list) and bool(classes) and all(isinstance(c, str) for c in classes),
-        index,
-        "'classes' must be a non-empty list of names",
-    )
-    _require(
-        isinstance(splits, dict) and all(isinstance(s, list) for s in splits.values()),
-        index,
-        "'splits' must map split names to lists of file stems",
-    )
-    _require(isinstance(ignore, int) and 0 <= ignore <= 255, index, "'ignore_index' must be an integer 0..255")
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise _invalid(index, "'classes' must be a non-empty list of names")
+    if not (isinstance(splits, dict) and all(isinstance(s, list) for s in splits.values())):
+        raise _invalid(index, "'splits' must map split names to lists of file stems")
+    if not (isinstance(ignore, int) and 0 <= ignore <= 255):
+        raise _invalid(index, "'ignore_index' must be an integer 0..255")
     return SegmentationSet(
         root=root,
         classes=tuple(classes),

@@ -74,6 +74,7 @@ def parity_set(source: Path, preprocess: Preprocess, count: int, num_classes: in
     name = name or str(source)
     from edgeseg.data import DatasetError, open_dataset, read_sample
 
+    labels: list[np.ndarray | None]
     try:
         dataset = open_dataset(source)
     except DatasetError:

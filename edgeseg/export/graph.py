@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import onnx
 from torch import nn
@@ -15,6 +16,13 @@ from torch import nn
 from edgeseg.export.onnx_graph import DEFAULT_OPSET, export_onnx, simplify
 from edgeseg.export.targets import encoder_layout
 from edgeseg.models.fusion import fuse_model
+
+
+@runtime_checkable
+class HasEncoderLayouts(Protocol):
+    """A model whose encoder has equivalent formulations (e.g. AFFormer), one picked per target."""
+
+    def set_encoder_layout(self, layout: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -39,7 +47,7 @@ def build_export_graph(
     """Fuse ``model``, pick the encoder layout ``target`` runs fastest at ``precision``, export and simplify."""
     fused = fuse_model(model)
     layout = None
-    if hasattr(fused, "set_encoder_layout"):
+    if isinstance(fused, HasEncoderLayouts):
         layout = encoder_layout(target, precision)
         fused.set_encoder_layout(layout)
     started = time.perf_counter()

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -159,8 +160,8 @@ def _label(node: onnx.NodeProto) -> str:
     return node.name or (node.output[0] if node.output else node.op_type)
 
 
-def _attrs(node: onnx.NodeProto) -> dict[str, object]:
-    """Attribute values of a node, strings decoded."""
+def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    """Attribute values of a node, strings decoded (int, float, str, tensor or a list of them, by attribute type)."""
     values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     return {k: v.decode() if isinstance(v, bytes) else v for k, v in values.items()}
 

@@ -57,6 +57,8 @@ def export_onnx(
             verbose=False,
             dynamic_shapes=dynamic_shapes,
         )
+    if program is None:  # torch returns None only for the legacy exporter, which dynamo=True never runs
+        raise ExportError("torch.onnx.export returned no program; export with torch>=2.6 (dynamo exporter)")
     proto = program.model_proto
     written = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     if written != opset:

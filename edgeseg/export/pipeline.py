@@ -25,7 +25,7 @@ from edgeseg.export.targets import BUILDERS, ONNX_FILE, BuildOptions
 from edgeseg.files import FolderKind, output_path, staged_folder
 from edgeseg.ladder import gates_for
 from edgeseg.manifest import InputSpec, Manifest, check_precision
-from edgeseg.models import count_macs, count_params, create, get_spec, list_models
+from edgeseg.models import checkpoint_report, count_macs, count_params, create, get_spec, list_models
 
 BUNDLE_FOLDER = FolderKind("edgeseg bundle", bundle_format.MANIFEST, bundle_format.FORMAT)
 TOOLS = ("torch", "onnx", "onnxscript", "onnxslim", "onnxruntime", "openvino", "numpy")
@@ -109,7 +109,7 @@ def _build_model(request: ExportRequest) -> torch.nn.Module:
 def _weights_entry(request: ExportRequest, model: torch.nn.Module) -> dict[str, Any]:
     if request.checkpoint is None:
         return {"weights": "random", "weights_note": f"no checkpoint: PyTorch default init, seed {request.seed}"}
-    report = model.checkpoint_report
+    report = checkpoint_report(model)
     return {
         "weights": "checkpoint",
         "checkpoint": {

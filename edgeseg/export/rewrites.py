@@ -8,6 +8,7 @@ sensitivity ranking name nodes). No library rule folds a quantized HardSigmoid, 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -20,16 +21,24 @@ _SQRT_TWO = math.sqrt(2.0)
 # ---- exact GELU → com.microsoft.Gelu -------------------------------------------------------------------
 
 
-def _gelu_half_inside(op, x):  # x · (½ · (1 + erf(x / √2)))
+def _gelu_half_inside(op: Any, x: ir.Value) -> ir.Value:  # x · (½ · (1 + erf(x / √2)))
     return op.Mul(x, op.Mul(0.5, op.Add(op.Erf(op.Div(x, _SQRT_TWO)), 1.0)), _outputs=["gelu"])
 
 
-def _gelu_half_outside(op, x):  # ½ · (x · (1 + erf(x / √2)))
+def _gelu_half_outside(op: Any, x: ir.Value) -> ir.Value:  # ½ · (x · (1 + erf(x / √2)))
     return op.Mul(0.5, op.Mul(x, op.Add(op.Erf(op.Div(x, _SQRT_TWO)), 1.0)), _outputs=["gelu"])
 
 
-def _fused_gelu(op, x, gelu):
-    return op.Gelu(x, _domain="com.microsoft", _name=gelu.producer().name)
+def _producer(value: ir.Value) -> ir.Node:
+    """The node computing ``value`` (patterns bind computed values only)."""
+    node = value.producer()
+    if node is None:
+        raise ValueError(f"{value.name} is a graph input or initializer, not a node's output")
+    return node
+
+
+def _fused_gelu(op: Any, x: ir.Value, gelu: ir.Value) -> ir.Value:
+    return op.Gelu(x, _domain="com.microsoft", _name=_producer(gelu).name)
 
 
 GELU_RULES = pattern.RewriteRuleSet(
@@ -56,24 +65,28 @@ class _HardSigmoidAsAdd(pattern.RewriteRuleClassBase):
     checked, not replaced.
     """
 
-    def pattern(self, op, x):
+    def pattern(self, op: Any, x: ir.Value) -> ir.Value:
         return op.HardSigmoid(x, _outputs=["gate"])
 
-    def check(self, context, x, gate, **_):
+    # The rewriter calls check/rewrite with the pattern's bindings as keywords; the base class types them loosely.
+    def check(self, context: Any, x: ir.Value, gate: ir.Value, **_: Any) -> bool:  # type: ignore[override]
         dequantize = x.producer()
         if dequantize is None or dequantize.op_type != "DequantizeLinear" or dequantize.domain not in ("", "ai.onnx"):
             return False
         if dequantize.inputs[1] is None or dequantize.inputs[1].const_value is None:
             return False
-        readers = gate.uses()
+        readers = list(gate.uses())
         return len(readers) == 1 and not gate.is_graph_output() and _saturates_within_unit_interval(readers[0].node)
 
-    def rewrite(self, op, x, gate, **_):
-        node = gate.producer()
+    def rewrite(self, op: Any, x: ir.Value, gate: ir.Value, **_: Any) -> ir.Value:
+        node = _producer(gate)
         alpha = node.attributes.get_float("alpha", 0.2)
         beta = node.attributes.get_float("beta", 0.5)
-        dequantize = x.producer()
-        scale = dequantize.inputs[1].const_value.numpy().astype(np.float32)
+        dequantize = _producer(x)
+        scale_tensor = ir.convenience.get_const_tensor(dequantize.inputs[1]) if dequantize.inputs[1] else None
+        if scale_tensor is None:  # check() admitted only constant scales
+            raise ValueError(f"{dequantize.name}: the DequantizeLinear scale is not a constant")
+        scale = scale_tensor.numpy().astype(np.float32)
 
         def constant(part: str, value: np.ndarray) -> ir.Value:
             return op.initializer(ir.tensor(value, name=f"{node.name}/{part}"))

@@ -30,6 +30,7 @@ __all__ = [
     "CheckpointError",
     "LoadReport",
     "ModelSpec",
+    "checkpoint_report",
     "count_macs",
     "count_params",
     "create",
@@ -49,16 +50,28 @@ def create(name: str, *, num_classes: int = 150, checkpoint: str | Path | None =
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     model = spec.builder(num_classes, **options)
-    model.spec = dataclasses.replace(spec, output_stride=getattr(model, "output_stride", spec.output_stride))
-    model.checkpoint_report = None
+    report = None
     if checkpoint is not None:
-        model.checkpoint_report = load_checkpoint(
+        report = load_checkpoint(
             model,
             checkpoint,
             aliases=getattr(model, "checkpoint_aliases", ()),
             ignored=getattr(model, "checkpoint_ignored", ()),
         )
+    # torch's stubs type every Module attribute as Tensor | Module; these two are plain Python values.
+    model.spec = dataclasses.replace(  # type: ignore[assignment]
+        spec, output_stride=getattr(model, "output_stride", spec.output_stride)
+    )
+    model.checkpoint_report = report  # type: ignore[assignment]
     return model.eval()
+
+
+def checkpoint_report(model: nn.Module) -> LoadReport:
+    """The report of the checkpoint :func:`create` loaded into ``model``."""
+    report = getattr(model, "checkpoint_report", None)
+    if not isinstance(report, LoadReport):
+        raise ValueError("the model has no checkpoint report: build it with edgeseg.models.create(..., checkpoint=...)")
+    return report
 
 
 def count_params(model: nn.Module) -> int:

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -156,7 +157,7 @@ class FilterModule(nn.Module):
 
     def reparameterize(self) -> None:
         if len(self.conv_list) > 1:
-            self.conv_list = nn.ModuleList([merge_depthwise(list(self.conv_list))])
+            self.conv_list = nn.ModuleList([merge_depthwise(self.conv_list)])
 
 
 def layer_norm_2d(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
@@ -293,7 +294,7 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.layout in CHANNEL_NORMS:
             for layer in self.MHCA_layers:
-                x = layer.forward_channels(x, self.cpe, self.crpe, CHANNEL_NORMS[self.layout])
+                x = cast(EncoderLayer, layer).forward_channels(x, self.cpe, self.crpe, CHANNEL_NORMS[self.layout])
             return x
         size = (x.shape[2], x.shape[3])
         tokens = to_tokens(x)

@@ -195,12 +195,12 @@ class CGRSegHead(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         global_context = self.trans(pyramid_pool(features)).split(self.in_channels, dim=1)
-        fused = None
-        for i in reversed(range(len(features))):
+        last = len(features) - 1
+        fused = self.SIM[last](self.meta[last](features[last]), global_context[last])
+        for i in reversed(range(last)):
             local = features[i]
-            if fused is not None:
-                upsampled = F.interpolate(fused, size=local.shape[2:], mode="bilinear", align_corners=False)
-                local = local + self.conv[i](upsampled)
+            upsampled = F.interpolate(fused, size=local.shape[2:], mode="bilinear", align_corners=False)
+            local = local + self.conv[i](upsampled)
             fused = self.SIM[i](self.meta[i](local), global_context[i])
         coarse = self.conv_seg(self.linear_fuse(fused))
         gate = self.lgc(spatial_gather(fused, coarse))

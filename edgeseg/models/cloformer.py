@@ -259,7 +259,7 @@ class EfficientBlock(nn.Module):
 
     def reparameterize(self) -> None:
         attn = self.attn
-        self.norm1 = self.norm1.drop_affine(attn.qkvs[0], attn.global_q, attn.global_kv)
+        self.norm1 = self.norm1.drop_affine(cast(nn.Conv2d, attn.qkvs[0]), attn.global_q, attn.global_kv)
         self.norm2 = self.norm2.drop_affine(self.mlp.fc1)
 
 
@@ -354,7 +354,7 @@ class CloFormer(CloFormerBackbone):
     @torch.no_grad()
     def reparameterize(self) -> None:
         # The mean over H, W commutes with the per-channel affine, so it folds into the Linear.
-        self.head.bias += self.head.weight @ self.norm.bias
+        self.head.bias.add_(self.head.weight @ self.norm.bias)
         self.head.weight *= self.norm.weight
         self.norm = LayerNormCHW(self.norm.num_channels, affine=False)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -118,6 +119,8 @@ def resize_bias(table: torch.Tensor, num_queries: int, num_keys: int) -> torch.T
 class RelativeBiasAttention(nn.Module):
     """Holds an attention-bias table (``attention_biases_seg`` gathered by ``attention_bias_idxs_seg``)."""
 
+    attention_bias_idxs_seg: torch.Tensor  # a buffer
+
     def __init__(self, num_heads: int, index: torch.Tensor) -> None:
         super().__init__()
         self.attention_biases_seg = nn.Parameter(torch.zeros(num_heads, int(index.max()) + 1))
@@ -212,7 +215,7 @@ class LGQuery(nn.Module):
     @torch.no_grad()
     def reparameterize(self) -> None:
         # With padding 1 and stride 2 the centre tap of output (i, j) reads x[2i, 2j]: the subsampling.
-        self.local[0].weight[:, 0, 1, 1] += 1.0
+        cast(nn.Conv2d, self.local[0]).weight[:, 0, 1, 1] += 1.0
         self.subsample_merged = True
 
 
@@ -336,7 +339,7 @@ def build_stage(cfg: BackboneConfig, index: int) -> nn.Sequential:
     """Blocks of stage ``index``; the last ``vit_num`` blocks of stages 2 and 3 carry attention."""
     dim, depth = cfg.embed_dims[index], cfg.depths[index]
     resolution = math.ceil(TABLE_RESOLUTION / 2 ** (index + 2))
-    blocks = []
+    blocks: list[nn.Module] = []
     for j, expansion in enumerate(cfg.expansion_ratios[index]):
         if index >= 2 and j >= depth - cfg.vit_num:
             blocks.append(AttnFFN(dim, expansion, resolution, stride=2 if index == 2 else None))

@@ -7,6 +7,7 @@ module of a copy, innermost first.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from typing import cast
 
 import torch
@@ -96,12 +97,13 @@ def add_identity(conv: nn.Conv2d) -> nn.Conv2d:
 
 
 @torch.no_grad()
-def merge_depthwise(convs: list[nn.Conv2d]) -> nn.Conv2d:
+def merge_depthwise(modules: Iterable[nn.Module]) -> nn.Conv2d:
     """One depthwise conv equal to ``cat([conv_i(x_i)])`` over channel splits, smaller kernels zero-padded.
 
     Exact because every conv is stride 1 with 'same' padding, so centring a kernel in a larger zero kernel
     changes nothing.
     """
+    convs = [_same_padded_depthwise(m) for m in modules]
     k = max(c.kernel_size[0] for c in convs)
     channels = sum(c.out_channels for c in convs)
     merged = nn.Conv2d(channels, channels, k, padding=k // 2, groups=channels, bias=True)
@@ -109,8 +111,6 @@ def merge_depthwise(convs: list[nn.Conv2d]) -> nn.Conv2d:
     start = 0
     for conv in convs:
         n, kc = conv.out_channels, conv.kernel_size[0]
-        if conv.groups != n or conv.in_channels != n or conv.stride != (1, 1) or conv.padding[0] != kc // 2:
-            raise ValueError("merge_depthwise needs stride-1 depthwise convs with 'same' padding")
         off = (k - kc) // 2
         weight[start : start + n, :, off : off + kc, off : off + kc] = conv.weight
         if conv.bias is not None:
@@ -118,6 +118,18 @@ def merge_depthwise(convs: list[nn.Conv2d]) -> nn.Conv2d:
         start += n
     merged.weight, merged.bias = nn.Parameter(weight), nn.Parameter(bias)
     return merged
+
+
+def _same_padded_depthwise(module: nn.Module) -> nn.Conv2d:
+    """``module``, checked to be a stride-1 depthwise conv with 'same' padding."""
+    if not (
+        isinstance(module, nn.Conv2d)
+        and module.groups == module.in_channels == module.out_channels
+        and module.stride == (1, 1)
+        and module.padding[0] == module.kernel_size[0] // 2
+    ):
+        raise ValueError("merge_depthwise needs stride-1 depthwise convs with 'same' padding")
+    return module
 
 
 def fuse_model(model: nn.Module) -> nn.Module:
