@@ -39,7 +39,7 @@ def test_bundle_passes_parity_and_describes_itself(afformer_bundle, target, size
     h, w = size
     assert manifest.target == target and manifest.precision == "fp32"
     assert manifest.input.shape == (1, 3, h, w) and manifest.input.color == "RGB"
-    assert manifest.output.shape == (1, 150, h // 8, w // 8) and manifest.output.stride == 8
+    assert manifest.outputs[0].shape == (1, 150, h // 8, w // 8) and manifest.outputs[0].stride == 8
     assert set(manifest.artifacts) == {"onnx", target}
     parity = manifest.parity
     assert parity["passed"] and set(parity["results"]) == {"onnx", target}
