@@ -234,7 +234,9 @@ def wrap_onnx(core: onnx.ModelProto, pre: onnx.ModelProto | None, post: onnx.Mod
             raise ValueError(f"the pre-processing writes {written}, the model reads {model_input.name}")
         del graph.input[:]
         graph.input.extend(pre.graph.input)
-        graph.node[:0] = list(pre.graph.node)
+        core_nodes = list(graph.node)
+        del graph.node[:]
+        graph.node.extend([*pre.graph.node, *core_nodes])
         graph.initializer.extend(pre.graph.initializer)
     graph.node.extend(post_nodes)
     used = {i for n in post_nodes for i in n.input}
