@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
-FORMAT = "edgeseg-bundle"
-FORMAT_VERSION = 2
+FORMAT: Final = "edgeseg-bundle"
+FORMAT_VERSION: Final = 2
 MANIFEST = "manifest.json"
 SCHEMA_FILE = f"schemas/manifest-{FORMAT_VERSION}.schema.json"
 
@@ -385,7 +385,7 @@ def _read_version_1(data: Mapping[str, Any]) -> Manifest:
 
 # One reader per supported format_version; older versions are upgraded to the current model.
 # Version 2 (frame path in the graph): optional ``frame`` input, a list of ``outputs`` replacing ``output``.
-READERS = {1: _read_version_1, 2: Manifest.model_validate}
+READERS: dict[int, Callable[[Mapping[str, Any]], Manifest]] = {1: _read_version_1, 2: Manifest.model_validate}
 
 
 def _field_errors(error: ValidationError) -> str:

@@ -37,7 +37,7 @@ class Segmenter:
 
     def __init__(self, bundle: Bundle, backend: str, runner: Runner) -> None:
         graph_input, outputs = bundle.graph_input, bundle.outputs
-        checks = [("input shape", graph_input.shape, runner.input_shape)]
+        checks: list[tuple[str, object, object]] = [("input shape", graph_input.shape, runner.input_shape)]
         checks += [(f"output {o.name} shape", o.shape, got) for o, got in zip(outputs, runner.output_shapes.values())]
         checks += [("input dtype", graph_input.dtype, runner.input_dtype.name)]
         checks += [("number of outputs", len(outputs), len(runner.output_shapes))]

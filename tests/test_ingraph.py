@@ -17,7 +17,7 @@ from edgeseg.bundle import describe_files, write_manifest
 from edgeseg.export.frame_path import FramePlan, post_graph, pre_graph, wrap_onnx, wrap_openvino
 from edgeseg.imaging import ImageError, labels_from_logits, normalize, resize_bilinear
 from edgeseg.runtimes import create_runner
-from tests.conftest import TINY_CLASSES, TINY_INPUT_SHAPE, TINY_MEAN, TINY_OUTPUT_SHAPE, TINY_STD, TinyConv
+from tests.conftest import TINY_INPUT_SHAPE, TINY_MEAN, TINY_OUTPUT_SHAPE, TINY_STD, TinyConv
 
 MakeBundle = Callable[..., Path]
 ALL = ("logits", "labels", "labels-full", "confidence")
@@ -111,7 +111,9 @@ def test_predict_gives_the_float_bundles_label_map(
             assert np.mean(got == want) >= 0.9999
 
 
-def test_a_float_bundle_with_labels_and_confidence(tiny_bundle: MakeBundle, tiny_conv: TinyConv, tmp_path: Path) -> None:
+def test_a_float_bundle_with_labels_and_confidence(
+    tiny_bundle: MakeBundle, tiny_conv: TinyConv, tmp_path: Path
+) -> None:
     folder = _frame_bundle(tiny_bundle("onnx"), tmp_path / "float", FramePlan("float", ("labels", "logits")))
     rgb = _region_frame((100, 150), 3)
     with edgeseg.runtime.load(folder) as seg, edgeseg.runtime.load(tiny_bundle("onnx")) as plain:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import numpy as np
 import pytest
 
 import edgeseg.runtime
@@ -165,3 +166,22 @@ def test_parse_manifest_errors_are_manifest_errors(tiny_bundle: MakeBundle) -> N
     data["input"]["std"] = [-1, -1, -1]
     with pytest.raises(ManifestError, match=r"input\.std\.0.*input\.std\.1.*input\.std\.2"):
         parse_manifest(data)
+
+
+def test_version_1_manifests_are_upgraded(bundle_copy: Path) -> None:
+    """A bundle written by format version 1 (one ``output``) keeps loading and predicting."""
+
+    def to_version_1(manifest: dict[str, Any]) -> None:
+        manifest["format_version"] = 1
+        manifest["output"] = manifest.pop("outputs")[0]
+        manifest.pop("frame", None)
+
+    _edit(bundle_copy, to_version_1)
+    manifest = read_bundle(bundle_copy).manifest
+    assert manifest.format_version == 2 and [o.kind for o in manifest.outputs] == ["logits"]
+    assert manifest.frame is None
+    with edgeseg.runtime.load(bundle_copy) as seg:
+        assert seg.predict(np.zeros((30, 40, 3), np.uint8)).shape == (30, 40)
+    _edit(bundle_copy, lambda m: m.pop("output"))
+    with pytest.raises(BundleError, match="outputs"):
+        read_bundle(bundle_copy)

@@ -38,6 +38,9 @@ CAMERA_SIZE = (720, 1280)
 class FrameReference(nn.Module):
     """The PyTorch reference of every frame-path output (see the module docstring)."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(
         self, model: nn.Module, plan: FramePlan, model_size: tuple[int, int], mean: Any, std: Any, num_classes: int
     ) -> None:

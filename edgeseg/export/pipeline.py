@@ -378,7 +378,7 @@ def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> Manife
     if not parity["passed"]:
         raise ParityError(_failure_message(request, core_folder, options, parity))
     outputs = [{"name": OUTPUT_NAME, "shape": graph_shape(proto.graph.output[0]), "stride": spec.output_stride}]
-    frame = None
+    frame: dict[str, Any] | None = None
     if not plan.plain:
         outputs = _add_frame_path(request, model, core_folder, folder, artifacts, proto)
         frame_check = _frame_check(request, model, folder, images, parity_source)
@@ -439,8 +439,10 @@ def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> Manife
         "parity": parity,
     }
     if request.target == "tensorrt":
-        name, shape = (FRAME_NAME, frame["shape"]) if frame else (INPUT_NAME, input_spec.shape)
-        manifest["tensorrt"] = _tensorrt_entry(folder / artifacts.artifacts["tensorrt"], request, name, tuple(shape))
+        graph_input: tuple[str, tuple[int | None, ...]] = (INPUT_NAME, tuple(input_spec.shape))
+        if plan.takes_frames:
+            graph_input = (FRAME_NAME, (1, *(plan.frame_size or (None, None)), 3))
+        manifest["tensorrt"] = _tensorrt_entry(folder / artifacts.artifacts["tensorrt"], request, *graph_input)
     return Manifest.model_validate(manifest)
 
 
