@@ -4,6 +4,11 @@ Torch-free. The JSON Schema shipped in ``edgeseg/schemas/`` is generated from th
 (``python -m edgeseg.manifest``) and a test keeps it identical. Everything a manifest says is untrusted: every
 path is a plain file name inside the bundle, every number is bounded, and the runtime settings a backend receives
 come from an allow-list per backend.
+
+Format version 2 (the frame path in the graph) adds an optional ``frame`` (the graph takes uint8 NHWC frames
+and applies ``input.resize`` and mean/std itself) and replaces the one ``output`` by ``outputs`` (kinds
+``logits``, ``labels``, ``labels-full``, ``confidence``). Version-1 manifests are upgraded on reading
+(their ``output`` becomes the only entry of ``outputs``), so version-1 bundles keep loading unchanged.
 """
 
 from __future__ import annotations

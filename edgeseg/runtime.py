@@ -5,6 +5,10 @@
 >>> labels = seg.predict(rgb_uint8_image)                     # H×W class ids at the image's size
 >>> seg.close()                                               # or: with edgeseg.runtime.load(...) as seg:
 
+Bundles exported with ``--input uint8-bgr --output labels-full`` do the whole frame path in the graph:
+``seg.outputs(opencv_bgr_frame)["labels-full"]`` is the frame's label map, and ``predict`` gives the same
+label map as a float bundle's for an RGB image.
+
 A ``Segmenter`` is safe to share between threads: concurrent calls give exactly the serial results.
 Needs numpy and the chosen backend's package only (never torch).
 """

@@ -106,7 +106,7 @@ class FrameCheck:
     @classmethod
     def prepare(cls, reference: FrameReference, folder: Path, frames: list[np.ndarray], **settings: Any) -> FrameCheck:
         with torch.no_grad():
-            outputs = [{k: v.numpy() for k, v in reference(torch.from_numpy(f)).items()} for f in frames]
+            outputs = [{k: v.numpy() for k, v in reference(torch.from_numpy(f.copy())).items()} for f in frames]
         return cls(folder, reference.plan, frames, outputs, **settings)
 
     def run_artifact(self, backend: str, filename: str, settings: dict[str, Any], precision: str) -> dict[str, Any]:
