@@ -22,6 +22,7 @@ from edgeseg.manifest import (
     MANIFEST,
     MAX_MANIFEST_BYTES,
     TARGETS,
+    FrameSpec,
     InputSpec,
     Manifest,
     ManifestError,
@@ -100,8 +101,28 @@ class Bundle:
         return TensorSpec(spec.name, tuple(spec.shape), spec.dtype)
 
     @property
+    def graph_input(self) -> TensorSpec:
+        """The graph's input: the uint8 NHWC frame for ``--input uint8-*`` bundles, else the model input."""
+        return TensorSpec(*self.manifest.graph_input)
+
+    @property
+    def frame(self) -> FrameSpec | None:
+        """The frame input of a bundle that pre-processes in the graph, else None."""
+        return self.manifest.frame
+
+    @property
+    def outputs(self) -> list[OutputSpec]:
+        """Every graph output, in the graph's order."""
+        return list(self.manifest.outputs)
+
+    def output_of(self, kind: str) -> OutputSpec | None:
+        """The output of ``kind`` (logits, labels, labels-full, confidence), or None."""
+        return self.manifest.output(kind)
+
+    @property
     def output(self) -> TensorSpec:
-        spec: OutputSpec = self.manifest.output
+        """The first graph output (the logits of a version-1 bundle)."""
+        spec: OutputSpec = self.manifest.outputs[0]
         return TensorSpec(spec.name, tuple(spec.shape), spec.dtype)
 
     @property
@@ -132,7 +153,8 @@ class Bundle:
 
     @property
     def output_stride(self) -> int:
-        return self.manifest.output.stride
+        """Stride of the model's class maps (1 when the graph only outputs full-size labels)."""
+        return next((o.stride for o in self.manifest.outputs if o.kind != "labels-full"), 1)
 
     @property
     def default_backend(self) -> str:

@@ -164,6 +164,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         parity_count=args.parity_count,
         gates=parse_gates(args.gate or []),
         auto_exclude=args.auto_exclude,
+        input_kind=args.input,
+        outputs=tuple(args.output.split(",")),
+        frame_size=parse_size(args.frame_size) if args.frame_size else None,
     )
     out = export_bundle(request)
     manifest = read_bundle(out).manifest
@@ -385,6 +388,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument(
         "--auto-exclude", action="store_true", help="int8: keep the fewest sensitive nodes in float until gates pass"
+    )
+    export.add_argument(
+        "--input",
+        default="float",
+        choices=("float", "uint8-rgb", "uint8-bgr"),
+        help="graph input: the normalised float tensor, or uint8 NHWC frames resized and normalised in the graph",
+    )
+    export.add_argument(
+        "--output",
+        default="logits",
+        help="graph outputs, a comma-separated subset of logits, labels (argmax at the model stride), labels-full "
+        "(at the frame size; needs --input uint8-*), confidence (softmax, float16)",
+    )
+    export.add_argument(
+        "--frame-size", type=_size, help="HEIGHTxWIDTH of the uint8 frames (default: any size; TensorRT needs it)"
     )
     export.add_argument("--opset", type=_opset, default=18)
     export.add_argument(

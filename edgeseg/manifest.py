@@ -4,19 +4,24 @@ Torch-free. The JSON Schema shipped in ``edgeseg/schemas/`` is generated from th
 (``python -m edgeseg.manifest``) and a test keeps it identical. Everything a manifest says is untrusted: every
 path is a plain file name inside the bundle, every number is bounded, and the runtime settings a backend receives
 come from an allow-list per backend.
+
+Format version 2 (the frame path in the graph) adds an optional ``frame`` (the graph takes uint8 NHWC frames
+and applies ``input.resize`` and mean/std itself) and replaces the one ``output`` by ``outputs`` (kinds
+``logits``, ``labels``, ``labels-full``, ``confidence``). Version-1 manifests are upgraded on reading
+(their ``output`` becomes the only entry of ``outputs``), so version-1 bundles keep loading unchanged.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 FORMAT: Final = "edgeseg-bundle"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
 MANIFEST = "manifest.json"
 SCHEMA_FILE = f"schemas/manifest-{FORMAT_VERSION}.schema.json"
 
@@ -154,16 +159,74 @@ class InputSpec(_Strict):
         return max(m, round(h * scale / m) * m), max(m, round(w * scale / m) * m)
 
 
-class OutputSpec(_Strict):
-    """The graph output: class logits at ``stride``; the runtime upsamples and takes the argmax."""
+INPUT_KINDS = ("float", "uint8-rgb", "uint8-bgr")
+OUTPUT_KINDS = ("logits", "labels", "labels-full", "confidence")
+# Graph output name of each kind (ONNX names cannot hold '-').
+OUTPUT_NAMES = {"logits": "logits", "labels": "labels", "labels-full": "labels_full", "confidence": "confidence"}
+
+
+class FrameSpec(_Strict):
+    """The graph takes camera frames and pre-processes them itself (``--input uint8-rgb|uint8-bgr``).
+
+    The graph input is ``shape`` (None: any frame size), uint8 NHWC in ``color`` order; inside the graph
+    it is resized by ``input.resize`` (bilinear, half-pixel, no antialias, as
+    :func:`edgeseg.imaging.resize_bilinear`) and normalised by ``input.mean``/``input.std``. ``input`` then
+    names the model's internal input.
+    """
 
     name: Name
-    shape: tuple[Literal[1], Annotated[int, Field(ge=1, le=MAX_CLASSES)], Dim, Dim]
-    layout: Literal["NCHW"] = "NCHW"
-    dtype: Literal["float32"] = "float32"
-    kind: Literal["logits"] = "logits"
+    shape: tuple[Literal[1], Dim, Dim, Literal[3]]
+    layout: Literal["NHWC"] = "NHWC"
+    dtype: Literal["uint8"] = "uint8"
+    color: Literal["RGB", "BGR"]
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """The one frame (height, width) the graph takes, or None when it takes any size."""
+        h, w = self.shape[1], self.shape[2]
+        return None if h is None or w is None else (h, w)
+
+
+POSTPROCESS = {
+    "logits": "bilinear upsample (align_corners=False) to the image size, then argmax over classes",
+    "labels": "none: argmax over classes in the graph, at the model's stride",
+    "labels-full": "none: bilinear upsample of the logits to the frame size and argmax, in the graph",
+    "confidence": "none: softmax over classes in the graph, at the model's stride",
+}
+
+
+class OutputSpec(_Strict):
+    """One graph output: class ``logits`` (NCHW float32), ``labels`` (NHW class ids, argmax at ``stride``),
+    ``labels-full`` (NHW class ids at the frame's size: upsample + argmax in the graph, stride 1) or
+    ``confidence`` (NCHW softmax per class, float16)."""
+
+    name: Name
+    shape: Annotated[tuple[Dim, ...], Field(min_length=3, max_length=4)]
+    layout: Literal["NCHW", "NHW"] = "NCHW"
+    dtype: Literal["float32", "float16", "uint8", "int32"] = "float32"
+    kind: Literal["logits", "labels", "labels-full", "confidence"] = "logits"
     stride: Annotated[int, Field(ge=1, le=MAX_STRIDE)]
-    postprocess: str = "bilinear upsample (align_corners=False) to the image size, then argmax over classes"
+    postprocess: str = POSTPROCESS["logits"]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OutputSpec:
+        class_map = self.kind in ("logits", "confidence")
+        layout, ndim = ("NCHW", 4) if class_map else ("NHW", 3)
+        if self.layout != layout or len(self.shape) != ndim or self.shape[0] != 1:
+            raise ValueError(f"a {self.kind} output is {layout} with batch 1, got {self.layout} {self.shape}")
+        if class_map and self.shape[1] is None:
+            raise ValueError(f"a {self.kind} output must state its number of classes, got shape {self.shape}")
+        dtypes = {"logits": ("float32",), "confidence": ("float16",), "labels": ("uint8", "int32")}
+        if self.dtype not in dtypes.get(self.kind, dtypes["labels"]):
+            raise ValueError(f"a {self.kind} output cannot be {self.dtype}")
+        if self.kind == "labels-full" and self.stride != 1:
+            raise ValueError("a labels-full output is at the frame's own size: stride 1")
+        return self
+
+    @property
+    def num_classes(self) -> int | None:
+        """Channels of a class map (logits, confidence); None for label maps."""
+        return self.shape[1] if len(self.shape) == 4 else None
 
 
 class CheckpointInfo(_Strict):
@@ -238,11 +301,12 @@ class Manifest(_Strict):
     """A bundle's ``manifest.json``. ``tools``, ``export``, ``parity`` and ``tensorrt`` are reports for people."""
 
     format: Literal["edgeseg-bundle"] = FORMAT
-    format_version: Literal[1] = FORMAT_VERSION
+    format_version: Literal[2] = FORMAT_VERSION
     created: str | None = None
     model: ModelInfo
     input: InputSpec
-    output: OutputSpec
+    frame: FrameSpec | None = None
+    outputs: Annotated[list[OutputSpec], Field(min_length=1, max_length=len(OUTPUT_KINDS))]
     target: Literal["onnx", "onnxruntime", "openvino", "tensorrt"]
     precision: Literal["fp32", "fp16", "bf16", "int8"]
     artifacts: dict[Literal["onnx", "onnxruntime", "openvino", "tensorrt"], FileName]
@@ -278,9 +342,31 @@ class Manifest(_Strict):
                 f"runtime_config.openvino.INFERENCE_PRECISION_HINT must be {wanted!r} for a "
                 f"{self.precision} openvino bundle (the hint its parity was checked with)"
             )
-        if self.output.shape[1] != self.model.num_classes:
-            raise ValueError(f"output.shape {self.output.shape} does not have model.num_classes channels")
+        kinds = [o.kind for o in self.outputs]
+        names = [o.name for o in self.outputs]
+        if len(set(kinds)) != len(kinds) or len(set(names)) != len(names):
+            raise ValueError(f"outputs repeat a kind or a name: {list(zip(kinds, names))}")
+        for output in self.outputs:
+            if output.num_classes not in (None, self.model.num_classes):
+                raise ValueError(f"output {output.name} shape {output.shape} does not have model.num_classes channels")
+        if "labels-full" in kinds and self.frame is None:
+            raise ValueError("a labels-full output needs the frame as the graph input (a frame entry)")
+        if not {"logits", "labels-full"} & set(kinds):
+            raise ValueError("outputs need logits or labels-full: Segmenter.predict makes its label map from them")
+        if self.frame is not None and self.input.dynamic:
+            raise ValueError("a frame input needs a static model input (stretch resize)")
         return self
+
+    @property
+    def graph_input(self) -> tuple[str, tuple[int | None, ...], str]:
+        """(name, shape, dtype) of the graph's one input: the frame when it has one, else the model input."""
+        if self.frame is not None:
+            return self.frame.name, tuple(self.frame.shape), self.frame.dtype
+        return self.input.name, tuple(self.input.shape), self.input.dtype
+
+    def output(self, kind: str) -> OutputSpec | None:
+        """The output of ``kind`` (see ``OUTPUT_KINDS``), or None when the graph does not have it."""
+        return next((o for o in self.outputs if o.kind == kind), None)
 
     def backend_config(self, backend: str) -> dict[str, Any]:
         """The allow-listed settings for ``backend``, as the backend takes them."""
@@ -296,8 +382,17 @@ class ManifestError(ValueError):
     """A manifest is malformed: the message names every offending field."""
 
 
-# One reader per supported format_version; a new version adds its reader (and migrates older ones) here.
-READERS = {1: Manifest.model_validate}
+def _read_version_1(data: Mapping[str, Any]) -> Manifest:
+    """Upgrade a version-1 manifest: its one ``output`` (logits) becomes ``outputs``; nothing else changed."""
+    upgraded = {key: value for key, value in data.items() if key != "output"}
+    upgraded["format_version"] = FORMAT_VERSION
+    upgraded["outputs"] = [data["output"]] if "output" in data else []
+    return Manifest.model_validate(upgraded)
+
+
+# One reader per supported format_version; older versions are upgraded to the current model.
+# Version 2 (frame path in the graph): optional ``frame`` input, a list of ``outputs`` replacing ``output``.
+READERS: dict[int, Callable[[Mapping[str, Any]], Manifest]] = {1: _read_version_1, 2: Manifest.model_validate}
 
 
 def _field_errors(error: ValidationError) -> str:

@@ -5,6 +5,10 @@
 >>> labels = seg.predict(rgb_uint8_image)                     # H×W class ids at the image's size
 >>> seg.close()                                               # or: with edgeseg.runtime.load(...) as seg:
 
+Bundles exported with ``--input uint8-bgr --output labels-full`` do the whole frame path in the graph:
+``seg.outputs(opencv_bgr_frame)["labels-full"]`` is the frame's label map, and ``predict`` gives the same
+label map as a float bundle's for an RGB image.
+
 A ``Segmenter`` is safe to share between threads: concurrent calls give exactly the serial results.
 Needs numpy and the chosen backend's package only (never torch).
 """
@@ -43,18 +47,21 @@ class Segmenter:
     """
 
     def __init__(self, bundle: Bundle, backend: str, runner: Runner) -> None:
-        for what, expected, got in (
-            ("input", bundle.input.shape, runner.input_shape),
-            ("output", bundle.output.shape, runner.output_shape),
-        ):
-            if tuple(expected) != tuple(got):
+        graph_input, outputs = bundle.graph_input, bundle.outputs
+        checks: list[tuple[str, object, object]] = [("input shape", graph_input.shape, runner.input_shape)]
+        checks += [(f"output {o.name} shape", o.shape, got) for o, got in zip(outputs, runner.output_shapes.values())]
+        checks += [("input dtype", graph_input.dtype, runner.input_dtype.name)]
+        checks += [("number of outputs", len(outputs), len(runner.output_shapes))]
+        for what, expected, got in checks:
+            if (tuple(expected) if isinstance(expected, tuple) else expected) != got:
                 raise BundleError(
-                    f"{bundle.path}: the manifest's {what} shape {tuple(expected)} does not match the "
-                    f"{backend} model's {tuple(got)}; re-export the bundle"
+                    f"{bundle.path}: the manifest's {what} {expected} does not match the {backend} model's "
+                    f"{got}; re-export the bundle"
                 )
         self.bundle = bundle
         self.backend = backend
         self.runner = runner
+        self._kinds = [o.kind for o in outputs]
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -73,7 +80,17 @@ class Segmenter:
         return normalize(resize_bilinear(rgb, size), self.bundle.mean, self.bundle.std)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        """Run the model alone on a preprocessed input; returns the 1×C×h'×w' float32 logits."""
+        """Run the model alone on a preprocessed input; returns the 1×C×h'×w' float32 logits.
+
+        Not for bundles whose graph takes frames (``--input uint8-*``) or has no logits output: use
+        :meth:`predict` or :meth:`outputs`.
+        """
+        if self.bundle.frame is not None or "logits" not in self._kinds:
+            raise ValueError(
+                f"{self.bundle.path}: this bundle's graph takes {self.bundle.graph_input.dtype} frames and outputs "
+                f"{', '.join(self._kinds)}, so the model cannot run alone on a preprocessed input; call "
+                "predict(image) or outputs(frame)"
+            )
         expected = tuple(self.bundle.input.shape)
         if not isinstance(x, np.ndarray) or x.dtype != np.float32 or not self._fits(x.shape):
             got = f"{x.dtype} array of shape {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
@@ -84,7 +101,36 @@ class Segmenter:
                 f"logits() expects a float32 array of shape {wanted}, got {got}; "
                 "make one from an image with Segmenter.preprocess(image), or call predict(image)"
             )
-        return self.runner.infer(x)
+        if self._kinds == ["logits"]:
+            return self.runner.infer(x)
+        return self._run(x)["logits"]
+
+    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every graph output for the graph input ``x``, by kind."""
+        return dict(zip(self._kinds, self.runner.infer_all(x).values()))
+
+    def outputs(self, image: Any) -> dict[str, np.ndarray]:
+        """Every output of the graph for one image, by kind (``logits``, ``labels``, ``labels-full``, ``confidence``).
+
+        Bundles exported with ``--input uint8-rgb|uint8-bgr`` take an H×W×3 uint8 frame in that colour order
+        as it comes (an OpenCV frame needs no conversion for ``uint8-bgr``); resizing and normalisation happen
+        in the graph. Float bundles take an RGB image and pre-process it here. The batch axis is dropped:
+        logits and confidence are C×h×w, label maps h×w (``labels-full``: the frame's H×W).
+        """
+        frame = self.bundle.frame
+        if frame is None:
+            x = self.preprocess(image)
+        else:
+            if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                got = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image)
+                raise ImageError(f"expected an H×W×3 uint8 {frame.color} frame, got {got}")
+            if frame.size is not None and image.shape[:2] != frame.size:
+                raise ImageError(
+                    f"this bundle takes {frame.size[0]}x{frame.size[1]} frames only (exported with --frame-size), "
+                    f"got {image.shape[0]}x{image.shape[1]}; resize the frame or re-export without --frame-size"
+                )
+            x = np.ascontiguousarray(image)[None]
+        return {kind: out[0] for kind, out in self._run(x).items()}
 
     def _fits(self, shape: tuple[int, ...]) -> bool:
         expected = self.bundle.input.shape
@@ -94,10 +140,20 @@ class Segmenter:
         )
 
     def predict(self, image: Any) -> np.ndarray:
-        """H×W label map for an RGB image, at the image's own size (uint8 for up to 256 classes)."""
+        """H×W label map for an RGB image, at the image's own size (uint8 for up to 256 classes).
+
+        The same label map for every ``--input``/``--output`` of a bundle: a graph that takes frames gets the
+        image directly (colour order swapped for ``uint8-bgr``); ``labels-full`` is taken from the graph when
+        it has it, else the logits are upsampled here (:func:`~edgeseg.imaging.labels_from_logits`).
+        """
         rgb = as_rgb_uint8(image)
-        logits = self.logits(self.preprocess(rgb))
-        return labels_from_logits(logits[0], rgb.shape[:2])
+        frame = self.bundle.frame
+        if frame is None:
+            return labels_from_logits(self.logits(self.preprocess(rgb))[0], rgb.shape[:2])
+        outputs = self.outputs(rgb if frame.color == "RGB" else np.ascontiguousarray(rgb[..., ::-1]))
+        if "labels-full" in outputs:
+            return outputs["labels-full"].astype(_label_dtype(self.num_classes), copy=False)
+        return labels_from_logits(outputs["logits"], rgb.shape[:2])
 
     @overload
     def stream(
@@ -210,6 +266,11 @@ class Segmenter:
             f"classes={self.num_classes}, precision={self.bundle.precision!r}, "
             f"threads={self.runner.threads}, path={str(self.bundle.path)!r}{', closed' if self.closed else ''})"
         )
+
+
+def _label_dtype(num_classes: int) -> type[np.integer[Any]]:
+    """The label dtype of :func:`~edgeseg.imaging.labels_from_logits`: uint8, uint16, else int32."""
+    return np.uint8 if num_classes <= 256 else np.uint16 if num_classes <= 65536 else np.int32
 
 
 def _runner_config(bundle: Bundle, backend: str) -> dict[str, Any]:

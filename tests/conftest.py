@@ -85,7 +85,7 @@ def _build_tiny_bundle(conv: TinyConv, folder: Path, target: str, dynamic: bool)
     names = [p.name for p in folder.iterdir()]
     manifest = {
         "format": "edgeseg-bundle",
-        "format_version": 1,
+        "format_version": 2,
         "model": {
             "name": "tiny-conv",
             "num_classes": TINY_CLASSES,
@@ -110,14 +110,16 @@ def _build_tiny_bundle(conv: TinyConv, folder: Path, target: str, dynamic: bool)
             "std": TINY_STD,
             "pixel_range": [0, 255],
         },
-        "output": {
-            "name": "logits",
-            "shape": [1, TINY_CLASSES, None, None] if dynamic else list(TINY_OUTPUT_SHAPE),
-            "layout": "NCHW",
-            "dtype": "float32",
-            "stride": TINY_STRIDE,
-            "kind": "logits",
-        },
+        "outputs": [
+            {
+                "name": "logits",
+                "shape": [1, TINY_CLASSES, None, None] if dynamic else list(TINY_OUTPUT_SHAPE),
+                "layout": "NCHW",
+                "dtype": "float32",
+                "stride": TINY_STRIDE,
+                "kind": "logits",
+            }
+        ],
         "target": target,
         "precision": "fp32",
         "artifacts": artifacts,

@@ -39,7 +39,7 @@ def test_bundle_passes_parity_and_describes_itself(afformer_bundle, target, size
     h, w = size
     assert manifest.target == target and manifest.precision == "fp32"
     assert manifest.input.shape == (1, 3, h, w) and manifest.input.color == "RGB"
-    assert manifest.output.shape == (1, 150, h // 8, w // 8) and manifest.output.stride == 8
+    assert manifest.outputs[0].shape == (1, 150, h // 8, w // 8) and manifest.outputs[0].stride == 8
     assert set(manifest.artifacts) == {"onnx", target}
     parity = manifest.parity
     assert parity["passed"] and set(parity["results"]) == {"onnx", target}
@@ -168,3 +168,19 @@ def test_bundle_paths_may_hold_commas_and_parentheses(tmp_path):
     request = ExportRequest(model="afformer-tiny", out=out, target="openvino", input_size=(64, 64))
     assert read_bundle(export_bundle(request)).manifest.parity["passed"]
     assert load(out).logits(np.zeros((1, 3, 64, 64), np.float32)).shape == (1, 150, 8, 8)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"input_kind": "uint8-rgb", "dynamic": True}, "needs a static bundle"),
+        ({"input_kind": "uint8-bgr", "target": "tensorrt"}, "needs --frame-size"),
+        ({"outputs": ("labels-full",)}, "labels-full needs the frame"),
+        ({"input_kind": "uint8-rgb", "frame_size": (0, 10)}, "must have sides"),
+    ],
+)
+def test_frame_path_options_are_checked_before_any_work(tmp_path, options, message):
+    request = ExportRequest(model="afformer-tiny", out=tmp_path / "b", **options)
+    with pytest.raises(ValueError, match=message):
+        export_bundle(request)
+    assert not (tmp_path / "b").exists()

@@ -16,18 +16,31 @@ import torch
 
 import edgeseg
 from edgeseg import bundle as bundle_format
-from edgeseg.export.calibration import calibration_set, parity_set, preprocessor, synthetic_source
+from edgeseg.export.calibration import calibration_set, image_files, parity_set, preprocessor, synthetic_source
+from edgeseg.export.frame_parity import FrameCheck, FrameReference, parity_frames
+from edgeseg.export.frame_path import (
+    FRAME_NAME,
+    FramePlan,
+    frame_shape,
+    post_graph,
+    pre_graph,
+    wrap_onnx_file,
+    wrap_openvino,
+)
 from edgeseg.export.graph import build_export_graph
 from edgeseg.export.onnx_graph import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, ExportError, graph_shape, op_histogram
 from edgeseg.export.parity import ArtifactCheck, ParityError, random_inputs_at
 from edgeseg.export.sensitivity import auto_exclude, rank_nodes
-from edgeseg.export.targets import BUILDERS, ONNX_FILE, BuildOptions
+from edgeseg.export.targets import BUILDERS, ONNX_FILE, BuildOptions, TargetArtifacts
 from edgeseg.files import FolderKind, output_path, staged_folder
+from edgeseg.image_io import read_image
 from edgeseg.ladder import gates_for
-from edgeseg.manifest import InputSpec, Manifest, check_precision
+from edgeseg.manifest import MAX_SIDE, OUTPUT_NAMES, POSTPROCESS, InputSpec, Manifest, check_precision
 from edgeseg.models import checkpoint_report, count_macs, count_params, create, get_spec, list_models
 
 BUNDLE_FOLDER = FolderKind("edgeseg bundle", bundle_format.MANIFEST, bundle_format.FORMAT)
+# Parity images (each also enlarged to a camera size when the frame size is free) in the frame-path check.
+FRAME_PARITY_IMAGES = 3
 TOOLS = ("torch", "onnx", "onnxscript", "onnxslim", "onnxruntime", "openvino", "numpy")
 
 
@@ -54,6 +67,14 @@ class ExportRequest:
     parity_count: int = 8
     gates: dict[str, float] = field(default_factory=dict)
     auto_exclude: bool = False
+    input_kind: str = "float"
+    outputs: tuple[str, ...] = ("logits",)
+    frame_size: tuple[int, int] | None = None
+
+    @property
+    def plan(self) -> FramePlan:
+        """The graph's input and outputs (``--input``, ``--output``, ``--frame-size``); validated."""
+        return FramePlan(self.input_kind, tuple(self.outputs), self.frame_size)
 
 
 def tool_versions() -> dict[str, str]:
@@ -89,6 +110,16 @@ def _validate(request: ExportRequest) -> None:
             f"{request.model} is an ImageNet {spec.task} model, not a segmenter; export its segmentation "
             f"variant instead ({', '.join(n for n in list_models() if n.startswith(request.model + '-'))})"
         )
+    plan = request.plan
+    if plan.takes_frames and request.dynamic:
+        raise ValueError(
+            f"--input {plan.input_kind} needs a static bundle (drop --dynamic): a dynamic bundle keeps the float "
+            "input, because its keep-ratio size rule cannot be computed in the graph exactly as the runtime rounds it"
+        )
+    if plan.takes_frames and request.target == "tensorrt" and plan.frame_size is None:
+        raise ValueError("--target tensorrt with uint8 frames needs --frame-size HxW (the engine's frame shape)")
+    if plan.frame_size is not None and not all(0 < s <= MAX_SIDE for s in plan.frame_size):
+        raise ValueError(f"--frame-size {plan.frame_size} must have sides 1..{MAX_SIDE}")
     if request.dynamic and not spec.dynamic_resolution:
         raise ValueError(
             f"{request.model} cannot export one graph for every size (its graph bakes size-dependent constants); "
@@ -164,7 +195,9 @@ def _image_sources(request: ExportRequest, scratch: Path) -> tuple[Path | None, 
     return (calib if wants_calibration else None), parity
 
 
-def _tensorrt_entry(graph: Path, request: ExportRequest, input_shape: tuple[int | None, ...]) -> dict[str, Any]:
+def _tensorrt_entry(
+    graph: Path, request: ExportRequest, input_name: str, input_shape: tuple[int | None, ...]
+) -> dict[str, Any]:
     """The manifest's ``tensorrt`` entry: lint verdict and the trtexec command lines for TensorRT 10 and 11."""
     from edgeseg.export.lint import lint_onnx
     from edgeseg.export.tensorrt import trtexec_commands
@@ -187,7 +220,7 @@ def _tensorrt_entry(graph: Path, request: ExportRequest, input_shape: tuple[int 
         "engine was built; parity was measured on the same graph in ONNX Runtime (CPU). Build the engine on the "
         "target GPU with a command below or edgeseg.export.tensorrt.build_engine.",
         "trtexec": trtexec_commands(
-            graph.name, engine, request.precision, INPUT_NAME, tuple(input_shape), (h, w), dynamic_range
+            graph.name, engine, request.precision, input_name, tuple(input_shape), (h, w), dynamic_range
         ),
         "lint": {
             "errors": 0,
@@ -235,6 +268,65 @@ def _failure_message(request: ExportRequest, folder: Path, options: BuildOptions
     )
 
 
+def _add_frame_path(
+    request: ExportRequest,
+    model: torch.nn.Module,
+    core_folder: Path,
+    folder: Path,
+    artifacts: TargetArtifacts,
+    proto: onnx.ModelProto,
+) -> list[dict[str, Any]]:
+    """Write each core artifact of ``core_folder`` into ``folder`` with the frame path; returns the outputs' specs."""
+    spec, plan = get_spec(request.model), request.plan
+    pre = pre_graph(plan, INPUT_NAME, request.input_size, spec.mean, spec.std) if plan.takes_frames else None
+    post = post_graph(plan, graph_shape(proto.graph.output[0]))
+    for name in sorted(set(artifacts.artifacts.values())):
+        if name.endswith(".xml"):
+            import openvino as ov
+
+            wrapped = wrap_openvino(core_folder / name, pre, post)
+            ov.save_model(wrapped, str(folder / name), compress_to_fp16=request.precision == "fp16")
+        else:
+            wrap_onnx_file(core_folder / name, folder / name, pre, post)
+    shapes = {o.name: graph_shape(o) for o in post.graph.output}
+    return [
+        {
+            "name": OUTPUT_NAMES[kind],
+            "kind": kind,
+            "shape": shapes[OUTPUT_NAMES[kind]],
+            "layout": "NCHW" if kind in ("logits", "confidence") else "NHW",
+            "dtype": {"logits": "float32", "confidence": "float16"}.get(
+                kind, "uint8" if request.num_classes <= 256 else "int32"
+            ),
+            "stride": 1 if kind == "labels-full" else spec.output_stride,
+            "postprocess": POSTPROCESS[kind],
+        }
+        for kind in plan.outputs
+    ]
+
+
+def _frame_check(
+    request: ExportRequest, model: torch.nn.Module, folder: Path, images: Any, parity_source: Path
+) -> FrameCheck:
+    """The frame-path parity check: reference outputs of :class:`FrameReference` on the parity frames."""
+    spec, plan = get_spec(request.model), request.plan
+    count = min(request.parity_count, FRAME_PARITY_IMAGES)
+    if plan.takes_frames:
+        rgbs = [read_image(f) for f in image_files(parity_source, "val")[:count]]
+        frames = parity_frames(rgbs, plan, request.seed)
+    else:
+        frames = list(images.inputs[:count])
+    reference = FrameReference(model, plan, request.input_size, spec.mean, spec.std, request.num_classes)
+    return FrameCheck.prepare(
+        reference,
+        folder,
+        frames,
+        precision=request.precision,
+        agreement_gate=gates_for(request.precision, request.gates).get("agreement", 0.99),
+        gated=request.checkpoint is not None,
+    )
+
+
 def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> Manifest:
     """Fill ``folder`` with the bundle's files and return the manifest."""
     spec = get_spec(request.model)
@@ -244,7 +336,10 @@ def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> Manife
         model, request.target, request.precision, request.input_size, opset=request.opset, dynamic_multiple=multiple
     )
     proto = graph.proto
-    onnx.save(proto, str(folder / ONNX_FILE))
+    plan = request.plan
+    core_folder = folder if plan.plain else scratch / "core"  # the model graph's artifacts, before the frame path
+    core_folder.mkdir(exist_ok=True)
+    onnx.save(proto, str(core_folder / ONNX_FILE))
 
     input_spec = _input_spec(request, proto)
     preprocess = preprocessor(input_spec)
@@ -263,7 +358,7 @@ def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> Manife
         sizes.append(second_size(request.input_size, spec.input_multiple))
     check = ArtifactCheck.prepare(
         _reference(model),
-        folder,
+        core_folder,
         images,
         random_inputs_at(sizes, spec.mean, spec.std, request.parity_inputs, request.seed),
         num_classes=request.num_classes,
@@ -273,13 +368,29 @@ def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> Manife
         gated=request.checkpoint is not None,
     )
     options = BuildOptions(request.precision, tuple(calibration.inputs) if calibration else ())
-    artifacts, parity = _build(request, folder, options, check)
+    artifacts, parity = _build(request, core_folder, options, check)
     if not parity["passed"] and request.auto_exclude and request.precision == "int8":
-        report = auto_exclude(request.target, folder, options, parity, lambda o: _build(request, folder, o, check))
+        report = auto_exclude(
+            request.target, core_folder, options, parity, lambda o: _build(request, core_folder, o, check)
+        )
         artifacts, parity = report.pop("artifacts"), report.pop("parity")
         parity["auto_exclude"] = report
     if not parity["passed"]:
-        raise ParityError(_failure_message(request, folder, options, parity))
+        raise ParityError(_failure_message(request, core_folder, options, parity))
+    outputs = [{"name": OUTPUT_NAME, "shape": graph_shape(proto.graph.output[0]), "stride": spec.output_stride}]
+    frame: dict[str, Any] | None = None
+    if not plan.plain:
+        outputs = _add_frame_path(request, model, core_folder, folder, artifacts, proto)
+        frame_check = _frame_check(request, model, folder, images, parity_source)
+        parity["frame"] = frame_check(artifacts.artifacts, artifacts.runtime_config)
+        if not parity["frame"]["passed"]:
+            raise ParityError(
+                f"parity gate of the frame path failed for {request.model} ({request.target}, {request.precision}): "
+                f"{'; '.join(parity['frame']['failures'])}. Nothing was written. Report this with the command line."
+            )
+        if plan.takes_frames:
+            frame = {"name": FRAME_NAME, "shape": [None if isinstance(d, str) else d for d in frame_shape(plan)]}
+            frame["color"] = plan.color
 
     manifest: dict[str, Any] = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -294,7 +405,8 @@ def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> Manife
             "macs_input_size": list(request.input_size),
         },
         "input": input_spec,
-        "output": {"name": OUTPUT_NAME, "shape": graph_shape(proto.graph.output[0]), "stride": spec.output_stride},
+        "frame": frame,
+        "outputs": outputs,
         "target": request.target,
         "precision": request.precision,
         "artifacts": artifacts.artifacts,
@@ -314,11 +426,23 @@ def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> Manife
             "ops": op_histogram(proto),
             "precision": {"precision": request.precision, **artifacts.details},
             "calibration": calibration.description if calibration else None,
+            "frame_path": None
+            if plan.plain
+            else {
+                "input": plan.input_kind,
+                "outputs": list(plan.outputs),
+                "frame_size": list(plan.frame_size) if plan.frame_size else None,
+                "method": "ONNX graph surgery around the core artifacts (edgeseg.export.frame_path); OpenVINO: "
+                "the same pre/post graphs stitched around the core IR",
+            },
         },
         "parity": parity,
     }
     if request.target == "tensorrt":
-        manifest["tensorrt"] = _tensorrt_entry(folder / artifacts.artifacts["tensorrt"], request, input_spec.shape)
+        graph_input: tuple[str, tuple[int | None, ...]] = (INPUT_NAME, tuple(input_spec.shape))
+        if plan.takes_frames:
+            graph_input = (FRAME_NAME, (1, *(plan.frame_size or (None, None)), 3))
+        manifest["tensorrt"] = _tensorrt_entry(folder / artifacts.artifacts["tensorrt"], request, *graph_input)
     return Manifest.model_validate(manifest)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, TypeVar
@@ -46,10 +46,14 @@ def model_shape(dims: Iterable[object]) -> tuple[int | None, ...]:
 
 
 RunnerType = TypeVar("RunnerType", bound="Runner")
+Result = TypeVar("Result")
 
 
 class Runner(ABC):
-    """One loaded model on one backend: a single float32 input, a single float32 output.
+    """One loaded model on one backend: one input (float32, or a uint8 frame), one or more outputs.
+
+    :meth:`infer` returns the first output as float32 (the logits of a plain bundle); :meth:`infer_all`
+    returns every output by name in its own dtype (logits, uint8/int32 labels, float16 confidence).
 
     Every runner is safe to share between threads: concurrent :meth:`infer` calls each get their own result
     (each backend says how). :meth:`close` releases the model once no call is in flight; a runner is also a
@@ -63,17 +67,32 @@ class Runner(ABC):
         self.path = Path(path)
         self.threads = check_threads(threads)
         self.input_shape: tuple[int | None, ...] = ()  # None for a dynamic dimension
-        self.output_shape: tuple[int | None, ...] = ()
+        self.output_shape: tuple[int | None, ...] = ()  # of the first output
+        self.input_dtype = np.dtype(np.float32)
+        self.output_names: tuple[str, ...] = ()
+        self.output_shapes: dict[str, tuple[int | None, ...]] = {}
         self._closed = False
         self._in_flight = 0
         self._idle = threading.Condition()
 
-    def _record_io(self, inputs: list[Iterable[object]], outputs: list[Iterable[object]]) -> None:
-        """Check that the model has one input and one output, and record their shapes (given as dims per tensor)."""
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(f"{self.path}: expected one input and one output, got {len(inputs)} and {len(outputs)}")
+    def _record_io(
+        self,
+        inputs: list[Iterable[object]],
+        outputs: list[Iterable[object]],
+        output_names: list[str] | None = None,
+        input_dtype: str = "float32",
+    ) -> None:
+        """Check that the model has one input and at least one output; record shapes (dims per tensor), names, dtype."""
+        if len(inputs) != 1 or not outputs:
+            raise ValueError(f"{self.path}: expected one input and an output, got {len(inputs)} and {len(outputs)}")
+        if input_dtype not in ("float32", "uint8"):
+            raise ValueError(f"{self.path}: the input is {input_dtype}; edgeseg graphs take float32 or uint8")
         self.input_shape = model_shape(inputs[0])
-        self.output_shape = model_shape(outputs[0])
+        self.input_dtype = np.dtype(input_dtype)
+        shapes = [model_shape(dims) for dims in outputs]
+        self.output_shape = shapes[0]
+        self.output_names = tuple(output_names or [f"output{i}" for i in range(len(outputs))])
+        self.output_shapes = dict(zip(self.output_names, shapes))
 
     @property
     def closed(self) -> bool:
@@ -81,10 +100,18 @@ class Runner(ABC):
         return self._closed
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        """Run the model on ``x`` and return its output as a float32 array the caller owns.
+        """Run the model on ``x`` and return its first output as a float32 array the caller owns.
 
         Raises :class:`RunnerClosedError` after :meth:`close`.
         """
+        return self._guarded(self._infer, x)
+
+    def infer_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the model on ``x`` (of :attr:`input_dtype`) and return every output by name, in its own dtype."""
+        return self._guarded(self._infer_all, x)
+
+    def _guarded(self, call: Callable[[np.ndarray], Result], x: np.ndarray) -> Result:
+        """``call(x)`` counted as in flight, so that :meth:`close` waits for it; refused after close."""
         with self._idle:
             if self._closed:
                 raise RunnerClosedError(
@@ -92,7 +119,7 @@ class Runner(ABC):
                 )
             self._in_flight += 1
         try:
-            return self._infer(x)
+            return call(x)
         finally:
             with self._idle:
                 self._in_flight -= 1
@@ -100,7 +127,11 @@ class Runner(ABC):
 
     @abstractmethod
     def _infer(self, x: np.ndarray) -> np.ndarray:
-        """The backend's inference; may run in several threads at once."""
+        """The backend's inference, first output as float32; may run in several threads at once."""
+
+    def _infer_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output by name; backends with multi-output graphs override this."""
+        return {self.output_names[0]: self._infer(x)}
 
     def _release(self) -> None:  # noqa: B027 - optional hook: most backends free everything with their references
         """Free the backend's resources; called once, with no call in flight."""

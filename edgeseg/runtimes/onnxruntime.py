@@ -49,7 +49,8 @@ class OnnxRuntimeRunner(Runner):
             options.add_session_config_entry(str(key), str(value))
         self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=["CPUExecutionProvider"])
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
-        self._record_io([i.shape for i in inputs], [o.shape for o in outputs])
+        input_dtype = {"tensor(float)": "float32", "tensor(uint8)": "uint8"}.get(inputs[0].type, inputs[0].type)
+        self._record_io([i.shape for i in inputs], [o.shape for o in outputs], [o.name for o in outputs], input_dtype)
         self._input_name, self._output_name = inputs[0].name, outputs[0].name
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
@@ -57,6 +58,11 @@ class OnnxRuntimeRunner(Runner):
         feed = {self._input_name: np.ascontiguousarray(x, dtype=np.float32)}
         (out,) = self._session.run([self._output_name], feed)
         return np.asarray(out, dtype=np.float32)
+
+    def _infer_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the session on ``x`` (made contiguous, of the input's dtype) and return every output by name."""
+        feed = {self._input_name: np.ascontiguousarray(x, dtype=self.input_dtype)}
+        return dict(zip(self.output_names, self._session.run(list(self.output_names), feed)))
 
     def _release(self) -> None:
         """Drop the session (ONNX Runtime frees it with its last reference)."""

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import queue
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from edgeseg.runtimes.base import BackendUnavailableError, Runner
+
+Result = TypeVar("Result")
 
 
 def _import_openvino() -> Any:
@@ -47,7 +49,12 @@ class OpenVINORunner(Runner):
         ov = _import_openvino()
         core = ov.Core()
         model = core.read_model(str(self.path))
-        self._record_io([_dims(p) for p in model.inputs], [_dims(p) for p in model.outputs])  # before compiling
+        self._record_io(  # before compiling
+            [_dims(p) for p in model.inputs],
+            [_dims(p) for p in model.outputs],
+            [p.get_any_name() if p.get_names() else f"output{i}" for i, p in enumerate(model.outputs)],
+            model.inputs[0].get_element_type().to_dtype().name if len(model.inputs) == 1 else "float32",
+        )
         properties: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
         if self.threads is not None:
             properties["INFERENCE_NUM_THREADS"] = self.threads
@@ -59,13 +66,27 @@ class OpenVINORunner(Runner):
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         """Run ``x`` (made contiguous float32) on an infer request of its own and return a copy of the output."""
+        return self._on_request(x, lambda request: np.array(request.get_output_tensor(0).data, np.float32, copy=True))
+
+    def _infer_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Run ``x`` (contiguous, of the input's dtype) and return a copy of every output by name."""
+
+        def outputs(request: Any) -> dict[str, np.ndarray]:
+            return {
+                name: np.array(request.get_output_tensor(i).data, copy=True) for i, name in enumerate(self.output_names)
+            }
+
+        return self._on_request(np.ascontiguousarray(x, dtype=self.input_dtype), outputs)
+
+    def _on_request(self, x: np.ndarray, read: Callable[[Any], Result]) -> Result:
+        """Infer ``x`` on an idle request (a new one when all are busy) and ``read`` its outputs before returning it."""
         try:
             request = self._idle_requests.get_nowait()
         except queue.Empty:
             request = self._compiled.create_infer_request()
         try:
-            request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
-            return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+            request.infer({0: np.ascontiguousarray(x, dtype=x.dtype if x.dtype == np.uint8 else np.float32)})
+            return read(request)
         finally:
             self._idle_requests.put(request)
 
