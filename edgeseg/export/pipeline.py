@@ -54,6 +54,7 @@ class ExportRequest:
     parity_count: int = 8
     gates: dict[str, float] = field(default_factory=dict)
     auto_exclude: bool = False
+    head_attention: str | None = None  # "se", "cbam" or "ca": a block in the all-MLP head (models.create)
 
 
 def tool_versions() -> dict[str, str]:
@@ -103,7 +104,12 @@ def _inputs(request: ExportRequest) -> dict[str, Path | None]:
 
 def _build_model(request: ExportRequest) -> torch.nn.Module:
     torch.manual_seed(request.seed)
-    return create(request.model, num_classes=request.num_classes, checkpoint=request.checkpoint)
+    return create(
+        request.model,
+        num_classes=request.num_classes,
+        checkpoint=request.checkpoint,
+        head_attention=request.head_attention,
+    )
 
 
 def _weights_entry(request: ExportRequest, model: torch.nn.Module) -> dict[str, Any]:
@@ -286,7 +292,8 @@ def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> Manife
         "model": {
             "name": request.model,
             "family": spec.family,
-            "description": spec.description,
+            "description": spec.description
+            + (f"; with a {request.head_attention} attention block in the head" if request.head_attention else ""),
             "num_classes": request.num_classes,
             **_weights_entry(request, model),
             "params": count_params(model),

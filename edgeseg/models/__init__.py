@@ -17,10 +17,12 @@ from edgeseg.models import (
     afformer,  # noqa: F401  (registers the family)
     cgrseg,  # noqa: F401
     cloformer,  # noqa: F401
+    mobilenetv2,  # noqa: F401
     segformer,  # noqa: F401
     umixformer,  # noqa: F401
 )
 from edgeseg.models.checkpoint import CheckpointError, LoadReport, load_checkpoint
+from edgeseg.models.heads import AllMLPHead
 from edgeseg.models.registry import ModelSpec, get_spec, list_models
 
 __all__ = [
@@ -35,9 +37,18 @@ __all__ = [
 ]
 
 
-def create(name: str, *, num_classes: int = 150, checkpoint: str | Path | None = None) -> nn.Module:
+def create(
+    name: str,
+    *,
+    num_classes: int = 150,
+    checkpoint: str | Path | None = None,
+    head_attention: str | None = None,
+) -> nn.Module:
     """Build model ``name`` in eval mode, optionally loading an official checkpoint.
 
+    ``head_attention`` ("se", "cbam" or "ca") inserts that block into an all-MLP head (SegFormer, CloFormer-seg)
+    after its fuse conv, initialised so the head computes what it computed without it; a checkpoint without the
+    block's keys (e.g. an official one) leaves it so and lists its keys in the load report's ``initialised``.
     The load report (ignored and de-duplicated keys) is kept as ``model.checkpoint_report``.
     """
     spec = get_spec(name)
@@ -45,15 +56,38 @@ def create(name: str, *, num_classes: int = 150, checkpoint: str | Path | None =
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     model = spec.builder(num_classes)
     model.spec = spec
+    model.head_attention = head_attention
+    if head_attention is not None:
+        _add_head_attention(model, head_attention)
     model.checkpoint_report = None
     if checkpoint is not None:
-        model.checkpoint_report = load_checkpoint(
-            model,
-            checkpoint,
-            aliases=getattr(model, "checkpoint_aliases", ()),
-            ignored=getattr(model, "checkpoint_ignored", ()),
-        )
+        try:
+            model.checkpoint_report = load_checkpoint(
+                model,
+                checkpoint,
+                aliases=getattr(model, "checkpoint_aliases", ()),
+                ignored=getattr(model, "checkpoint_ignored", ()),
+            )
+        except CheckpointError as error:
+            if head_attention is None and "unexpected keys: decode_head.attention." in str(error):
+                raise CheckpointError(
+                    f"{error} The checkpoint was trained with an attention block in the head: pass the same "
+                    "head_attention (--head-attention) it was trained with (its meta['head_attention'])."
+                ) from None
+            raise
     return model.eval()
+
+
+def _add_head_attention(model: nn.Module, kind: str) -> None:
+    """Insert a ``kind`` block into ``model``'s all-MLP head; its keys are optional in checkpoints."""
+    head = getattr(model, "decode_head", None)
+    if not isinstance(head, AllMLPHead):
+        raise ValueError(
+            f"head attention needs a model with the all-MLP head (segformer-*, cloformer-*-seg); "
+            f"{model.spec.name} has {type(head).__name__ if head is not None else 'no decode head'}"
+        )
+    head.add_attention(kind)
+    model.checkpoint_optional = (*getattr(model, "checkpoint_optional", ()), r"^decode_head\.attention\.")
 
 
 def count_params(model: nn.Module) -> int:
