@@ -187,7 +187,7 @@ def test_a_trained_head_block_round_trips_and_fuses(kind, segformer_state):
 
 
 def test_head_attention_is_refused_where_there_is_no_all_mlp_head():
-    with pytest.raises(ValueError, match="all-MLP head.*mbv2-ca-seg has LiteRASPPHead"):
+    with pytest.raises(ValueError, match=r"all-MLP head.*mbv2-ca-seg has LiteRASPPHead"):
         models.create("mbv2-ca-seg", head_attention="ca")
     with pytest.raises(ValueError, match="unknown head attention 'eca'; choose one of se, cbam, ca"):
         models.create("segformer-b0", head_attention="eca")
@@ -206,8 +206,12 @@ def test_train_with_a_head_block_writes_a_checkpoint_that_loads_back(tmp_path: P
     result = train(config, log=lambda line: None)
     meta = torch.load(result.checkpoint, map_location="cpu", weights_only=True)["meta"]
     assert meta["head_attention"] == "ca"
-    model = models.create("segformer-b0", num_classes=meta["num_classes"], checkpoint=result.checkpoint,
-                          head_attention=meta["head_attention"])
+    model = models.create(
+        "segformer-b0",
+        num_classes=meta["num_classes"],
+        checkpoint=result.checkpoint,
+        head_attention=meta["head_attention"],
+    )
     assert model.checkpoint_report.initialised == []
     trained_gate = result.model.decode_head.attention.block.conv_h.weight
     assert trained_gate.any()  # the zero-initialised gate conv moved

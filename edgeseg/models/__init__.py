@@ -56,9 +56,9 @@ def create(
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     model = spec.builder(num_classes)
     model.spec = spec
-    model.head_attention = head_attention
+    setattr(model, "head_attention", head_attention)  # noqa: B010  (recorded for callers; not a submodule)
     if head_attention is not None:
-        _add_head_attention(model, head_attention)
+        _add_head_attention(model, name, head_attention)
     model.checkpoint_report = None
     if checkpoint is not None:
         try:
@@ -78,16 +78,18 @@ def create(
     return model.eval()
 
 
-def _add_head_attention(model: nn.Module, kind: str) -> None:
-    """Insert a ``kind`` block into ``model``'s all-MLP head; its keys are optional in checkpoints."""
+def _add_head_attention(model: nn.Module, name: str, kind: str) -> None:
+    """Insert a ``kind`` block into the all-MLP head of ``model`` (named ``name``); its keys are optional in
+    checkpoints."""
     head = getattr(model, "decode_head", None)
     if not isinstance(head, AllMLPHead):
         raise ValueError(
             f"head attention needs a model with the all-MLP head (segformer-*, cloformer-*-seg); "
-            f"{model.spec.name} has {type(head).__name__ if head is not None else 'no decode head'}"
+            f"{name} has {type(head).__name__ if head is not None else 'no decode head'}"
         )
     head.add_attention(kind)
-    model.checkpoint_optional = (*getattr(model, "checkpoint_optional", ()), r"^decode_head\.attention\.")
+    optional = (*getattr(model, "checkpoint_optional", ()), r"^decode_head\.attention\.")
+    setattr(model, "checkpoint_optional", optional)  # noqa: B010  (read by load_checkpoint)
 
 
 def count_params(model: nn.Module) -> int:

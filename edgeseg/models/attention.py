@@ -25,6 +25,8 @@ unchanged (see there).
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -53,7 +55,7 @@ class SqueezeExcitation(nn.Module):
     @torch.no_grad()
     def zero_gate(self) -> float:
         """Make the gate a constant 0.5 (last Linear zeroed); returns that constant."""
-        nn.init.zeros_(self.fc[2].weight)
+        nn.init.zeros_(cast(nn.Linear, self.fc[2]).weight)
         return 0.5
 
 
@@ -99,11 +101,11 @@ class CBAM(nn.Module):
     @torch.no_grad()
     def zero_gate(self) -> float:
         """Make both gates a constant 0.5 (last Linear and the spatial conv zeroed, BatchNorm reset); returns 0.25."""
-        last = self.ChannelGate.mlp[3]
+        last = cast(nn.Linear, self.ChannelGate.mlp[3])
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
-        nn.init.zeros_(self.SpatialGate.spatial[0].weight)
-        self.SpatialGate.spatial[1].reset_parameters()
+        nn.init.zeros_(cast(nn.Conv2d, self.SpatialGate.spatial[0]).weight)
+        cast(nn.BatchNorm2d, self.SpatialGate.spatial[1]).reset_parameters()
         return 0.25
 
 
@@ -163,7 +165,8 @@ class CoordinateAttention(nn.Module):
         """Make both gates a constant 0.5 (gate convs zeroed); returns 0.25."""
         for conv in self.gates():
             nn.init.zeros_(conv.weight)
-            nn.init.zeros_(conv.bias)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
         return 0.25
 
 

@@ -66,7 +66,11 @@ def block_configs() -> list[BlockConfig]:
 
 def conv_bn_relu6(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
     """Conv (no bias, 'same' padding) → BatchNorm → ReLU6, as three Sequential entries."""
-    return [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), nn.ReLU6()]
+    return [
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU6(),
+    ]
 
 
 class InvertedResidual(nn.Module):
