@@ -18,6 +18,8 @@ from edgeseg.runtimes import BACKENDS
 # Label PNGs hold 16-bit class indices.
 MAX_CLASSES = 65536
 MIN_OPSET = 18
+# edgeseg.models.attention.HEAD_ATTENTION_KINDS, written out so that the CLI imports no torch.
+HEAD_ATTENTION_CHOICES = ("se", "cbam", "ca")
 
 
 def _whole_number(text: str) -> int:
@@ -167,6 +169,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         input_kind=args.input,
         outputs=tuple(args.output.split(",")),
         frame_size=parse_size(args.frame_size) if args.frame_size else None,
+        head_attention=args.head_attention,
     )
     out = export_bundle(request)
     manifest = read_bundle(out).manifest
@@ -312,7 +315,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         "lr": args.lr,
     }
     recipe = {name: value for name, value in given.items() if value is not None}  # the rest: TrainConfig's defaults
-    config = TrainConfig(args.model, Path(args.data), Path(args.out), seed=args.seed, threads=args.threads, **recipe)
+    config = TrainConfig(
+        args.model,
+        Path(args.data),
+        Path(args.out),
+        seed=args.seed,
+        threads=args.threads,
+        head_attention=args.head_attention,
+        **recipe,
+    )
     train(config)
     return 0
 
@@ -336,6 +347,15 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     synthetic.set_defaults(func=cmd_data_synthetic)
 
 
+def _add_head_attention_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--head-attention",
+        choices=HEAD_ATTENTION_CHOICES,
+        help="insert an SE, CBAM or Coordinate Attention block after the fuse conv of an all-MLP head "
+        "(segformer-*, cloformer-*-seg); a checkpoint trained with one needs the same option",
+    )
+
+
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser(
         "train",
@@ -351,6 +371,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--lr", type=_positive_float, help="peak AdamW learning rate")
     train.add_argument("--seed", type=_seed, default=0)
     train.add_argument("--threads", type=_threads, help="torch threads (default: every core)")
+    _add_head_attention_argument(train)
     train.set_defaults(func=cmd_train)
 
 
@@ -405,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--frame-size", type=_size, help="HEIGHTxWIDTH of the uint8 frames (default: any size; TensorRT needs it)"
     )
     export.add_argument("--opset", type=_opset, default=18)
+    _add_head_attention_argument(export)
     export.add_argument(
         "--tolerance", type=_positive_float, default=1e-4, help="fp32 parity gate: max abs logit difference"
     )

@@ -252,6 +252,7 @@ class ModelInfo(_Strict):
     params: Annotated[int, Field(ge=0)] | None = None
     macs: Annotated[int, Field(ge=0)] | None = None
     macs_input_size: Size | None = None
+    head_attention: Literal["se", "cbam", "ca"] | None = None  # a block inserted into the all-MLP head
 
     @model_validator(mode="after")
     def _weights(self) -> ModelInfo:

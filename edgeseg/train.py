@@ -7,7 +7,8 @@ to the labels (``ignore_index`` skipped), AdamW with a linear warm-up and a cosi
 the model in eval mode on the whole val images at their own size and reports the mean IoU.
 
 The checkpoint is mmseg-style, ``{"state_dict": ..., "meta": {...}}``, and loads with
-``edgeseg.models.create(name, num_classes=len(classes), checkpoint=path)``.
+``edgeseg.models.create(name, num_classes=len(classes), checkpoint=path)`` (plus ``head_attention=`` when it was
+trained with one, as its ``meta["head_attention"]`` says).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None
     log_every: int = LOG_EVERY
+    head_attention: str | None = None  # "se", "cbam" or "ca": a block in the all-MLP head (models.create)
 
 
 @dataclass(frozen=True)
@@ -249,6 +251,7 @@ def _meta(config: TrainConfig, dataset: SegmentationSet, scores: ConfusionMatrix
     spec = get_spec(config.model)
     return {
         "model": config.model,
+        "head_attention": config.head_attention,
         "classes": list(dataset.classes),
         "num_classes": len(dataset.classes),
         "steps": config.steps,
@@ -279,7 +282,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
             f"{config.crop[0]}x{config.crop[1]}, lr {config.lr:g}, seed {config.seed}, {threads} torch thread(s)"
         )
         torch.manual_seed(config.seed)
-        model = create(config.model, num_classes=num_classes)
+        model = create(config.model, num_classes=num_classes, head_attention=config.head_attention)
         losses = fit(model, train_split, config, ignore_index, log)
         scores = evaluate(model, val_split, spec, num_classes, ignore_index)
         seconds = time.perf_counter() - start

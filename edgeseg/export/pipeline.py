@@ -70,6 +70,7 @@ class ExportRequest:
     input_kind: str = "float"
     outputs: tuple[str, ...] = ("logits",)
     frame_size: tuple[int, int] | None = None
+    head_attention: str | None = None  # "se", "cbam" or "ca": a block in the all-MLP head (models.create)
 
     @property
     def plan(self) -> FramePlan:
@@ -134,7 +135,12 @@ def _inputs(request: ExportRequest) -> dict[str, Path | None]:
 
 def _build_model(request: ExportRequest) -> torch.nn.Module:
     torch.manual_seed(request.seed)
-    return create(request.model, num_classes=request.num_classes, checkpoint=request.checkpoint)
+    return create(
+        request.model,
+        num_classes=request.num_classes,
+        checkpoint=request.checkpoint,
+        head_attention=request.head_attention,
+    )
 
 
 def _weights_entry(request: ExportRequest, model: torch.nn.Module) -> dict[str, Any]:
@@ -398,6 +404,7 @@ def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> Manife
             "name": request.model,
             "family": spec.family,
             "description": spec.description,
+            "head_attention": request.head_attention,
             "num_classes": request.num_classes,
             **_weights_entry(request, model),
             "params": count_params(model),

@@ -19,11 +19,13 @@ from edgeseg.models import (
     afformer,  # noqa: F401  (registers the family)
     cgrseg,  # noqa: F401
     cloformer,  # noqa: F401
+    mobilenetv2,  # noqa: F401
     segformer,  # noqa: F401
     setr,  # noqa: F401
     umixformer,  # noqa: F401
 )
 from edgeseg.models.checkpoint import CheckpointError, LoadReport, load_checkpoint
+from edgeseg.models.heads import AllMLPHead
 from edgeseg.models.registry import ModelSpec, get_spec, list_models
 
 __all__ = [
@@ -39,25 +41,46 @@ __all__ = [
 ]
 
 
-def create(name: str, *, num_classes: int = 150, checkpoint: str | Path | None = None, **options: Any) -> nn.Module:
+def create(
+    name: str,
+    *,
+    num_classes: int = 150,
+    checkpoint: str | Path | None = None,
+    head_attention: str | None = None,
+    **options: Any,
+) -> nn.Module:
     """Build model ``name`` in eval mode, optionally loading an official checkpoint.
 
-    ``options`` are the family's build options (e.g. SETR's ``full_resolution``). The load report (ignored
-    and de-duplicated keys) is kept as ``model.checkpoint_report``; ``model.spec`` is the registry entry, with
+    ``options`` are the family's build options (e.g. SETR's ``full_resolution``). ``head_attention`` ("se",
+    "cbam" or "ca") inserts that block into an all-MLP head (SegFormer, CloFormer-seg) after its fuse conv,
+    initialised so the head computes what it computed without it; a checkpoint without the block's keys (e.g. an
+    official one) leaves it so and lists its keys in the load report's ``initialised``. The load report is kept
+    as ``model.checkpoint_report`` (see :func:`checkpoint_report`); ``model.spec`` is the registry entry, with
     the model's own ``output_stride`` when an option changed it.
     """
     spec = get_spec(name)
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     model = spec.builder(num_classes, **options)
+    setattr(model, "head_attention", head_attention)  # noqa: B010  (recorded for callers; not a submodule)
+    if head_attention is not None:
+        _add_head_attention(model, name, head_attention)
     report = None
     if checkpoint is not None:
-        report = load_checkpoint(
-            model,
-            checkpoint,
-            aliases=getattr(model, "checkpoint_aliases", ()),
-            ignored=getattr(model, "checkpoint_ignored", ()),
-        )
+        try:
+            report = load_checkpoint(
+                model,
+                checkpoint,
+                aliases=getattr(model, "checkpoint_aliases", ()),
+                ignored=getattr(model, "checkpoint_ignored", ()),
+            )
+        except CheckpointError as error:
+            if head_attention is None and "unexpected keys: decode_head.attention." in str(error):
+                raise CheckpointError(
+                    f"{error} The checkpoint was trained with an attention block in the head: pass the same "
+                    "head_attention (--head-attention) it was trained with (its meta['head_attention'])."
+                ) from None
+            raise
     # torch's stubs type every Module attribute as Tensor | Module; these two are plain Python values.
     model.spec = dataclasses.replace(  # type: ignore[assignment]
         spec, output_stride=getattr(model, "output_stride", spec.output_stride)
@@ -72,6 +95,20 @@ def checkpoint_report(model: nn.Module) -> LoadReport:
     if not isinstance(report, LoadReport):
         raise ValueError("the model has no checkpoint report: build it with edgeseg.models.create(..., checkpoint=...)")
     return report
+
+
+def _add_head_attention(model: nn.Module, name: str, kind: str) -> None:
+    """Insert a ``kind`` block into the all-MLP head of ``model`` (named ``name``); its keys are optional in
+    checkpoints."""
+    head = getattr(model, "decode_head", None)
+    if not isinstance(head, AllMLPHead):
+        raise ValueError(
+            f"head attention needs a model with the all-MLP head (segformer-*, cloformer-*-seg); "
+            f"{name} has {type(head).__name__ if head is not None else 'no decode head'}"
+        )
+    head.add_attention(kind)
+    optional = (*getattr(model, "checkpoint_optional", ()), r"^decode_head\.attention\.")
+    setattr(model, "checkpoint_optional", optional)  # noqa: B010  (read by load_checkpoint)
 
 
 def count_params(model: nn.Module) -> int:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgeseg.models.attention import head_attention
 from edgeseg.models.fusion import compose_pointwise, split_pointwise, upsample_sum
 from edgeseg.models.layers import ConvNormAct, to_image, to_tokens
 
@@ -42,6 +43,10 @@ class AllMLPHead(nn.Module):
     else as the list ``linear_c``. :meth:`reparameterize` composes the fuse conv (BatchNorm folded) into each
     projection, so every input is fused at its own resolution by one 1×1 conv (``branches``) and the upsampled
     results are summed: exact, and the concatenated stride-4 map and its wide 1×1 conv disappear.
+
+    :meth:`add_attention` inserts an SE, CBAM or Coordinate Attention block (key ``attention``) between the fuse
+    conv and the classifier, initialised so that the head's output is unchanged (see
+    :func:`~edgeseg.models.attention.head_attention`).
     """
 
     def __init__(
@@ -64,6 +69,7 @@ class AllMLPHead(nn.Module):
         self.dropout = nn.Dropout2d(dropout) if dropout else nn.Identity()
         self.linear_pred = nn.Conv2d(embed_dim, num_classes, 1)
         self.embed_dim = embed_dim
+        self.attention: nn.Module = nn.Identity()
         self.branches: nn.ModuleList | None = None
 
     def projections(self) -> list[nn.Module]:
@@ -77,11 +83,15 @@ class AllMLPHead(nn.Module):
         size = features[0].shape[2:]
         if self.branches is not None:
             fused = F.relu(upsample_sum([branch(f) for branch, f in zip(self.branches, features)], size))
-            return self.linear_pred(self.dropout(fused))
+            return self.linear_pred(self.dropout(self.attention(fused)))
         projected = [projection(f) for projection, f in zip(self.projections(), features)]
         resized = [F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in projected[1:]]
         fused = self.linear_fuse(torch.cat([*resized[::-1], projected[0]], dim=1))
-        return self.linear_pred(self.dropout(fused))
+        return self.linear_pred(self.dropout(self.attention(fused)))
+
+    def add_attention(self, kind: str) -> None:
+        """Insert a ``kind`` block ("se", "cbam" or "ca") after the fuse conv; the head's output stays the same."""
+        self.attention = head_attention(kind, self.embed_dim)
 
     def reparameterize(self) -> None:
         projections = self.projections()
