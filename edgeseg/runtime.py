@@ -21,12 +21,12 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, overload
 
 import numpy as np
 
 from edgeseg.bundle import Bundle, BundleError, read_bundle
+from edgeseg.closing import Closeable
 from edgeseg.imaging import FrameError, ImageError, as_rgb_uint8, labels_from_logits, normalize, resize_bilinear
 from edgeseg.live import LiveResult, LiveStats, run_live
 from edgeseg.runtimes import BackendUnavailableError, Runner, create_runner
@@ -39,7 +39,7 @@ _log = logging.getLogger(__name__)
 STREAM_DEPTH = 3
 
 
-class Segmenter:
+class Segmenter(Closeable):
     """A bundle loaded on one backend: preprocessing, the model and label-map postprocessing.
 
     Thread-safe (its runner is; the pre- and postprocessing keep no state). ``close()`` or a ``with`` block
@@ -249,14 +249,6 @@ class Segmenter:
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self.runner.closed
-
-    def __enter__(self) -> Segmenter:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         h, w = self.input_size

@@ -22,11 +22,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
+from edgeseg.closing import Closeable
 from edgeseg.image_io import read_image
 
 # Files with these suffixes are read as still images (Pillow); any other file is opened as a video (OpenCV).
@@ -124,7 +124,7 @@ def describe_source(text: str) -> SourceSpec:
     return SourceSpec(text, "image" if path.suffix.lower() in IMAGE_SUFFIXES else "video")
 
 
-class Source:
+class Source(Closeable):
     """An opened frame source: iterate it for :class:`Frame` s once; close it (or use ``with``) to release it.
 
     ``frame_count`` is the number of frames expected (None when unknown: cameras, streams), ``fps`` the
@@ -147,14 +147,6 @@ class Source:
 
     def close(self) -> None:
         """Release the device or file; closing twice is harmless."""
-
-    def __enter__(self) -> Source:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 class ImageFiles(Source):

@@ -7,10 +7,11 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from types import TracebackType
 from typing import ClassVar, TypeVar
 
 import numpy as np
+
+from edgeseg.closing import Closeable
 
 
 class BackendUnavailableError(ImportError):
@@ -45,11 +46,10 @@ def model_shape(dims: Iterable[object]) -> tuple[int | None, ...]:
     return tuple(d if isinstance(d, int) and not isinstance(d, bool) and d >= 0 else None for d in dims)
 
 
-RunnerType = TypeVar("RunnerType", bound="Runner")
 Result = TypeVar("Result")
 
 
-class Runner(ABC):
+class Runner(Closeable, ABC):
     """One loaded model on one backend: one input (float32, or a uint8 frame), one or more outputs.
 
     :meth:`infer` returns the first output as float32 (the logits of a plain bundle); :meth:`infer_all`
@@ -133,7 +133,7 @@ class Runner(ABC):
         """Every output by name; backends with multi-output graphs override this."""
         return {self.output_names[0]: self._infer(x)}
 
-    def _release(self) -> None:  # noqa: B027 - optional hook: most backends free everything with their references
+    def _release(self) -> None:
         """Free the backend's resources; called once, with no call in flight."""
 
     def close(self) -> None:
@@ -144,14 +144,6 @@ class Runner(ABC):
             self._closed = True
             self._idle.wait_for(lambda: self._in_flight == 0)
         self._release()
-
-    def __enter__(self: RunnerType) -> RunnerType:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = ", closed" if self._closed else ""
