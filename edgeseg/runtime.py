@@ -196,6 +196,9 @@ class Segmenter(Closeable):
         model_turn = threading.Lock()  # one inference at a time: it uses every thread the backend has
 
         def label_map(rgb: np.ndarray) -> np.ndarray:
+            if self.bundle.frame is not None:  # the graph pre- and post-processes the frame itself
+                with model_turn:
+                    return self.predict(rgb)
             x = self.preprocess(rgb)
             with model_turn:
                 logits = self.logits(x)

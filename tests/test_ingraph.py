@@ -109,6 +109,9 @@ def test_predict_gives_the_float_bundles_label_map(
             want, got = plain.predict(rgb), seg.predict(rgb)
             assert got.dtype == want.dtype and got.shape == want.shape
             assert np.mean(got == want) >= 0.9999
+        frames = [_region_frame((48 + 16 * i, 80), i) for i in range(5)]
+        for streamed, frame in zip(seg.stream(frames), frames, strict=True):  # the pipelined path, too
+            np.testing.assert_array_equal(streamed, seg.predict(frame))
 
 
 def test_a_float_bundle_with_labels_and_confidence(
