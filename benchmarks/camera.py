@@ -35,7 +35,13 @@ VARIANTS = (
 
 
 def export(
-    model: str, target: str, size: tuple[int, int], variant: tuple[str, str], checkpoint: Path | None, root: Path
+    model: str,
+    target: str,
+    size: tuple[int, int],
+    variant: tuple[str, str],
+    checkpoint: Path | None,
+    num_classes: int,
+    root: Path,
 ):
     """One bundle of ``model`` for ``target`` with the frame path of ``variant``."""
     from edgeseg.export import ExportRequest, export_bundle
@@ -48,6 +54,7 @@ def export(
         target=target,
         input_size=size,
         checkpoint=checkpoint,
+        num_classes=num_classes,
         input_kind=kind,
         outputs=tuple(outputs.split(",")),
         parity_count=2,
@@ -64,7 +71,9 @@ def measure(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
     for model in args.models:
         checkpoint = Path(checkpoints[model]) if model in checkpoints else None
         for target in BACKENDS:
-            bundles = {v: export(model, target, tuple(args.size), v, checkpoint, root) for v in VARIANTS}
+            bundles = {
+                v: export(model, target, tuple(args.size), v, checkpoint, args.num_classes, root) for v in VARIANTS
+            }
             for threads in args.threads:
                 timing = dict(threads=threads, warmup=args.warmup, iters=args.iters)
                 model_only = benchmark(bundles[VARIANTS[0]], **timing)["latency_ms"]["p50"]
@@ -141,6 +150,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["afformer-tiny"])
     parser.add_argument("--checkpoint", nargs="*", default=[], metavar="MODEL=PATH", help="trained weights per model")
+    parser.add_argument("--num-classes", type=int, default=150, help="the checkpoint's classes")
     parser.add_argument("--size", nargs=2, type=int, default=[512, 512], metavar=("H", "W"))
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--warmup", type=int, default=5)
