@@ -231,7 +231,8 @@ def test_bundle_passes_the_fp32_parity_gate_in_onnxruntime_and_openvino(setr_che
     manifest, parity = bundle.manifest, bundle.manifest.parity
     assert parity["passed"] and set(parity["results"]) == {"onnx", "openvino"}  # the .onnx runs in ONNX Runtime
     assert max(r["max_abs"] for r in parity["results"].values()) <= 1e-4
-    assert manifest.output.shape == (1, 150, 128, 192) and manifest.output.stride == 1
+    logits = manifest.output("logits")
+    assert logits is not None and logits.shape == (1, 150, 128, 192) and logits.stride == 1
     resizes = [n for n in onnx.load(str(bundle.path / "model.onnx")).graph.node if n.op_type == "Resize"]
     modes = [a.s for n in resizes for a in n.attribute if a.name == "coordinate_transformation_mode"]
     assert len(resizes) == 5 and modes.count(b"align_corners") == 4  # MLA's ×4s and the final one: the table is baked

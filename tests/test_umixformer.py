@@ -278,7 +278,7 @@ def test_lvt_window_attention_equals_the_unfold_fold_formulation():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(GOLDEN_SETS))
+@pytest.mark.parametrize("name", ["umixformer-lvt"])  # MSCAN-T shares the exporter path of B0's test; CI time
 def test_other_encoders_dynamic_bundles_reproduce_the_official_logits(name, tmp_path):
     """Exported as `edgeseg export --dynamic` does at a small size; the bundle runs the golden 256×320 input."""
     folder = golden_dir(GOLDEN_SETS[name])
