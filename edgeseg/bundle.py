@@ -27,6 +27,7 @@ from edgeseg.manifest import (
     Manifest,
     ManifestError,
     OutputSpec,
+    artifact_files,
     decode_manifest,
     parse_manifest,
 )
@@ -173,8 +174,7 @@ class Bundle:
 
     def loaded_files(self, backend: str) -> list[str]:
         """Every file ``backend`` reads: the artifact, and an OpenVINO IR's weights beside it."""
-        name = self.artifact_name(backend)
-        return [name, name.rsplit(".", 1)[0] + ".bin"] if name.endswith(".xml") else [name]
+        return artifact_files(self.artifact_name(backend))
 
     def artifact(self, backend: str) -> Path:
         """Path of the file ``backend`` loads, after checking that it and its companions are plain files here."""

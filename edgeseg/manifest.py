@@ -18,7 +18,10 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Final, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
+
+from edgeseg.imaging import normalize, resize_bilinear
 
 FORMAT: Final = "edgeseg-bundle"
 FORMAT_VERSION: Final = 2
@@ -71,6 +74,11 @@ Size = tuple[Side, Side]
 Mean = Annotated[float, Field(ge=MEAN_RANGE[0], le=MEAN_RANGE[1], allow_inf_nan=False)]
 Std = Annotated[float, Field(ge=STD_RANGE[0], le=STD_RANGE[1], allow_inf_nan=False)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+def artifact_files(name: str) -> list[str]:
+    """The files a backend reads for artifact ``name``: the file, and an OpenVINO IR's ``.bin`` beside it."""
+    return [name, name.rsplit(".", 1)[0] + ".bin"] if name.endswith(".xml") else [name]
 
 
 class _Strict(BaseModel):
@@ -157,6 +165,10 @@ class InputSpec(_Strict):
         scale = min(policy.short_side / min(h, w), policy.max_long_side / max(h, w))
         m = policy.multiple
         return max(m, round(h * scale / m) * m), max(m, round(w * scale / m) * m)
+
+    def preprocess(self, rgb: np.ndarray) -> np.ndarray:
+        """H×W×3 uint8 RGB image → the normalised 1×3×h×w float32 model input this spec declares."""
+        return normalize(resize_bilinear(rgb, self.model_input_size(rgb.shape[:2])), self.mean, self.std)
 
 
 INPUT_KINDS = ("float", "uint8-rgb", "uint8-bgr")
@@ -332,8 +344,7 @@ class Manifest(_Strict):
         if "onnx" not in self.artifacts:
             raise ValueError("artifacts must name the portable graph under 'onnx'")
         for backend, name in self.artifacts.items():
-            needed = [name, name.rsplit(".", 1)[0] + ".bin"] if name.endswith(".xml") else [name]
-            unlisted = [n for n in needed if n not in self.files]
+            unlisted = [n for n in artifact_files(name) if n not in self.files]
             if unlisted:
                 raise ValueError(f"artifacts.{backend}: {', '.join(unlisted)} is not listed under files (unverifiable)")
         hint = self.runtime_config.openvino

@@ -27,7 +27,7 @@ import numpy as np
 
 from edgeseg.bundle import Bundle, BundleError, read_bundle
 from edgeseg.closing import Closeable
-from edgeseg.imaging import FrameError, ImageError, as_rgb_uint8, labels_from_logits, normalize, resize_bilinear
+from edgeseg.imaging import FrameError, ImageError, as_rgb_uint8, labels_from_logits
 from edgeseg.live import LiveResult, LiveStats, run_live
 from edgeseg.runtimes import BackendUnavailableError, Runner, create_runner
 
@@ -75,9 +75,7 @@ class Segmenter(Closeable):
 
     def preprocess(self, image: Any) -> np.ndarray:
         """RGB image (see :func:`~edgeseg.imaging.as_rgb_uint8`) → normalised 1×3×h×w float32 model input."""
-        rgb = as_rgb_uint8(image)
-        size = self.bundle.model_input_size(rgb.shape[:2])
-        return normalize(resize_bilinear(rgb, size), self.bundle.mean, self.bundle.std)
+        return self.bundle.input_spec.preprocess(as_rgb_uint8(image))
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Run the model alone on a preprocessed input; returns the 1×C×h'×w' float32 logits.

@@ -43,9 +43,8 @@ class BenchmarkError(RuntimeError):
 
 def _model_bytes(bundle: Bundle, backend: str) -> int:
     """Size of the files ``backend`` loads: the IR's .xml and .bin, or the one ONNX graph."""
-    artifact = bundle.artifact(backend)
-    files = [artifact, artifact.with_suffix(".bin")] if artifact.suffix == ".xml" else [artifact]
-    return sum(f.stat().st_size for f in files)
+    bundle.artifact(backend)  # checks every file it reads is a regular file of the bundle
+    return sum((bundle.path / name).stat().st_size for name in bundle.loaded_files(backend))
 
 
 def _probe(args: list[str], mode: str) -> dict[str, Any]:

@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.image_io import read_image
-from edgeseg.imaging import normalize, resize_bilinear
-from edgeseg.manifest import InputSpec
 
 Preprocess = Callable[[np.ndarray], np.ndarray]
 
@@ -27,15 +25,6 @@ class ImageSet:
     @property
     def labelled(self) -> bool:
         return bool(self.labels) and all(label is not None for label in self.labels)
-
-
-def preprocessor(spec: InputSpec) -> Preprocess:
-    """RGB uint8 image → 1×3×h×w float32, exactly as the runtime does for a bundle with this input ``spec``."""
-
-    def preprocess(rgb: np.ndarray) -> np.ndarray:
-        return normalize(resize_bilinear(rgb, spec.model_input_size(rgb.shape[:2])), spec.mean, spec.std)
-
-    return preprocess
 
 
 def image_files(source: Path, split: str) -> list[Path]:

@@ -16,7 +16,7 @@ import torch
 
 import edgeseg
 from edgeseg import bundle as bundle_format
-from edgeseg.export.calibration import calibration_set, image_files, parity_set, preprocessor, synthetic_source
+from edgeseg.export.calibration import calibration_set, image_files, parity_set, synthetic_source
 from edgeseg.export.frame_parity import FrameCheck, FrameReference, parity_frames
 from edgeseg.export.frame_path import (
     FRAME_NAME,
@@ -348,7 +348,7 @@ def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> Manife
     onnx.save(proto, str(core_folder / ONNX_FILE))
 
     input_spec = _input_spec(request, proto)
-    preprocess = preprocessor(input_spec)
+    preprocess = input_spec.preprocess
     calib_source, parity_source = _image_sources(request, scratch)
 
     def name(source: Path) -> str:
