@@ -128,16 +128,15 @@ def _write_json(path: str | None, data: object) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from edgeseg.models import count_macs, count_params, create, get_spec, list_models
+    from edgeseg.catalog import CATALOG_CLASSES, build_catalog, read_catalog
 
+    # the shipped catalog is torch-free and instant (a test keeps it equal to the registry); other heads need torch
+    entries = read_catalog() if args.num_classes == CATALOG_CLASSES else build_catalog(args.num_classes)["models"]
     print(f"{'model':<20} {'family':<11} {'task':<14} {'params':>11} {'GMACs@512²':>11}  description")
-    for name in list_models():
-        spec = get_spec(name)
-        model = create(name, num_classes=args.num_classes)
-        gmacs = count_macs(model, (512, 512)) / 1e9
+    for e in entries:
         print(
-            f"{name:<20} {spec.family:<11} {spec.task:<14} {count_params(model):>11,} {gmacs:>11.2f}  "
-            f"{spec.description}"
+            f"{e['name']:<20} {e['family']:<11} {e['task']:<14} {e['params']:>11,} {e['gmacs']:>11.2f}  "
+            f"{e['description']}"
         )
     return 0
 
@@ -380,7 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     models = sub.add_parser("models", help="list the models with params and GMACs at 512x512")
-    models.add_argument("--num-classes", type=_num_classes, default=150)
+    models.add_argument(
+        "--num-classes", type=_num_classes, default=150, help="classes of the head counted (not 150: needs torch)"
+    )
     models.set_defaults(func=cmd_models)
 
     export = sub.add_parser("export", help="export a model to a self-describing bundle")
@@ -518,10 +519,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The optional extra (pyproject.toml) that brings each importable module a command may need.
+EXTRA_OF_MODULE = {
+    "torch": "export",
+    "onnx": "export",
+    "onnxscript": "export",
+    "onnxslim": "export",
+    "safetensors": "export",
+    "onnxruntime": "onnxruntime",
+    "openvino": "openvino",
+    "nncf": "quantize",
+    "PIL": "image",
+    "cv2": "video",
+    "matplotlib": "bench",
+}
+CPU_TORCH = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
+
+
+def missing_module_message(error: ModuleNotFoundError) -> str:
+    """What to install for a missing module: the extra that brings it (and the CPU wheel index for torch)."""
+    module = (error.name or "").split(".")[0]
+    extra = EXTRA_OF_MODULE.get(module)
+    if extra is None:
+        return str(error)
+    message = f"this command needs {module}, from the {extra} extra: pip install 'edgeseg[{extra}]'"
+    if module == "torch":
+        message += f" (where plain pip would pull a CUDA torch, first: {CPU_TORCH})"
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except ModuleNotFoundError as error:
+        print(f"edgeseg {args.command}: error: {missing_module_message(error)}", file=sys.stderr)
+        return 2
     except (ValueError, OSError, KeyError, RuntimeError, ImportError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"edgeseg {args.command}: error: {message}", file=sys.stderr)

@@ -177,13 +177,14 @@ class VideoFile(LabelWriter):
 def check_output(out: str, single_image: bool, inputs: list[Path]) -> tuple[str, Path]:
     """Check ``--out`` before any work: returns its kind (``png``, ``folder``, ``video``) and path.
 
-    A folder must exist; a file's folder must exist; a file must end in .png (single images), .mp4 or .mkv;
-    it must not be one of the ``inputs``.
+    A path without a suffix is a folder; a file must end in .png (single images), .mp4 or .mkv and must not be one
+    of the ``inputs``. Missing folders (the output folder, or a file's parents) are created once the path is valid.
     """
     path = Path(out)
-    if path.is_dir():
-        return "folder", path
     suffix = path.suffix.lower()
+    if path.is_dir() or (not suffix and not path.exists()):
+        path.mkdir(parents=True, exist_ok=True)
+        return "folder", path
     wanted = "a folder, a .png file" if single_image else "a folder (label PNGs)"
     choices = f"{wanted}, an .mp4 (colour overlay) or an .mkv (label video)"
     if suffix == ".png":
@@ -192,10 +193,11 @@ def check_output(out: str, single_image: bool, inputs: list[Path]) -> tuple[str,
     elif suffix not in VIDEO_OUTPUTS:
         written = "the mask is written as PNG" if single_image else "labels are written as PNGs or a video"
         raise ValueError(f"--out {out}: {written}; give {choices}")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"--out {out}: folder {path.parent} does not exist; create it first")
     if path.exists() and any(p.exists() and path.resolve() == p.resolve() for p in inputs):
         raise ValueError(f"--out {out} is the input; give another file")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise NotADirectoryError(f"--out {out}: {path.parent} is a file, not a folder; give another path")
+    path.parent.mkdir(parents=True, exist_ok=True)
     return ("png" if suffix == ".png" else "video"), path
 
 

@@ -202,13 +202,26 @@ def test_a_label_video_refuses_more_than_256_classes(tmp_path: Path) -> None:
         ("m.png", False, "the source has many frames"),
         ("m.avi", False, "labels are written as PNGs or a video"),
         ("m.jpg", True, "the mask is written as PNG"),
-        ("none/m.mkv", False, "folder none does not exist"),
+        ("file.txt/m.mkv", False, "file.txt is a file, not a folder"),
     ],
 )
 def test_check_output_refuses_bad_outputs(tmp_path: Path, monkeypatch, out: str, single: bool, message: str) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises((ValueError, FileNotFoundError), match=message):
+    (tmp_path / "file.txt").write_text("")
+    with pytest.raises((ValueError, NotADirectoryError), match=message):
         check_output(out, single, [])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]  # nothing created for a refused path
+
+
+@pytest.mark.parametrize(
+    ("out", "single", "kind"),
+    [("new/dir/m.png", True, "png"), ("new/dir/v.mkv", False, "video"), ("new/labels", False, "folder")],
+)
+def test_check_output_creates_missing_folders(tmp_path: Path, monkeypatch, out: str, single: bool, kind: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert check_output(out, single, []) == (kind, Path(out))
+    assert (Path(out) if kind == "folder" else Path(out).parent).is_dir()
+    assert not Path(out).exists() or kind == "folder"  # the file itself is written later, under a temporary name
 
 
 # ---- pipelined stream ---------------------------------------------------------------------------
