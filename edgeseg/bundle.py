@@ -172,6 +172,14 @@ class Bundle:
             return artifacts["tensorrt"]
         return artifacts.get(backend, artifacts["onnx"])  # type: ignore[call-overload]
 
+    def artifact_precision(self, backend: str) -> str:
+        """The precision of what ``backend`` runs: the bundle's for its target's artifact, fp32 for the portable graph.
+
+        Export writes ``model.onnx`` in fp32 whatever the target's precision; a bundle run on another backend
+        (e.g. an int8 OpenVINO bundle on ONNX Runtime) runs that graph unless the backend has its own artifact.
+        """
+        return "fp32" if self.artifact_name(backend) == self.manifest.artifacts["onnx"] else self.precision
+
     def loaded_files(self, backend: str) -> list[str]:
         """Every file ``backend`` reads: the artifact, and an OpenVINO IR's weights beside it."""
         return artifact_files(self.artifact_name(backend))

@@ -228,7 +228,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     spec = describe_source(args.source)
     kind, out = check_output(args.out, spec.single_image, [spec.path] if spec.path else [])
-    segmenter = load(args.bundle, backend=args.backend, threads=args.threads)
+    segmenter = load(args.bundle, backend=args.backend, threads=args.threads, any_precision=args.any_precision)
     with segmenter, open_source(spec) as source:
         writer = open_writer(
             kind, out, color=args.color, fps=source.fps, num_classes=segmenter.num_classes, inputs=source.input_files()
@@ -251,7 +251,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from edgeseg.evaluate import evaluate, format_report
 
     report = evaluate(
-        args.bundle, args.data, split=args.split, backend=args.backend, threads=args.threads, limit=args.limit
+        args.bundle,
+        args.data,
+        split=args.split,
+        backend=args.backend,
+        threads=args.threads,
+        limit=args.limit,
+        any_precision=args.any_precision,
     )
     print(format_report(report))
     _write_json(args.json, report)
@@ -283,6 +289,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     warmup=args.warmup,
                     iters=args.iters,
                     boundary=args.boundary,
+                    any_precision=args.any_precision,
                 )
             )
     print(format_table(records))
@@ -486,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--json", help="also write per-frame timings (decode and read→written latency) as JSON")
     predict.add_argument("--backend", choices=BACKENDS)
+    predict.add_argument("--any-precision", action="store_true", help=ANY_PRECISION_HELP)
     predict.add_argument("--threads", type=_threads)
     predict.set_defaults(func=cmd_predict)
 
@@ -494,6 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--data", required=True, help="dataset folder (dataset.json, images/, labels/)")
     evaluation.add_argument("--split", default="val", help="train, val or all")
     evaluation.add_argument("--backend", choices=BACKENDS)
+    evaluation.add_argument("--any-precision", action="store_true", help=ANY_PRECISION_HELP)
     evaluation.add_argument("--threads", type=_threads)
     evaluation.add_argument("--limit", type=_positive_int, help="evaluate the first N images of the split")
     evaluation.add_argument("--json", help="also write the report as JSON")
@@ -502,6 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="latency and peak memory of bundles, in fresh torch-free processes")
     bench.add_argument("bundles", nargs="+", metavar="BUNDLE")
     bench.add_argument("--backend", choices=BACKENDS)
+    bench.add_argument("--any-precision", action="store_true", help=ANY_PRECISION_HELP)
     bench.add_argument("--threads", type=_threads, nargs="*", help="one or more thread counts")
     bench.add_argument("--warmup", type=_positive_int, default=10)
     bench.add_argument("--iters", type=_positive_int, default=50)
@@ -533,6 +543,7 @@ EXTRA_OF_MODULE = {
     "cv2": "video",
     "matplotlib": "bench",
 }
+ANY_PRECISION_HELP = "with --backend: run the fp32 portable graph where that backend has no artifact of the bundle's"
 CPU_TORCH = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
 
 

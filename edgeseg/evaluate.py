@@ -50,13 +50,14 @@ def evaluate(
     backend: str | None = None,
     threads: int | None = None,
     limit: int | None = None,
+    any_precision: bool = False,
 ) -> dict[str, Any]:
     """Score ``bundle`` on the dataset folder ``data``; returns a JSON-safe report (IoUs as fractions 0..1).
 
     ``seconds`` is the wall time of reading and predicting every image (loading the model excluded).
     Per-class IoU is None for a class absent from both the labels and the predictions.
     """
-    with load(bundle, backend, threads) as segmenter:
+    with load(bundle, backend, threads, any_precision=any_precision) as segmenter:
         dataset = open_dataset(data)
         _check_compatible(segmenter, dataset)
         samples = _labelled_samples(dataset, split, limit)
@@ -70,7 +71,8 @@ def evaluate(
         "bundle": str(segmenter.bundle.path),
         "model": segmenter.bundle.model_name,
         "backend": segmenter.backend,
-        "precision": segmenter.bundle.precision,
+        "precision": segmenter.precision,
+        "artifact": segmenter.artifact,
         "threads": segmenter.runner.threads,
         "dataset": str(dataset.root),
         "split": split,

@@ -61,6 +61,8 @@ class Segmenter(Closeable):
         self.bundle = bundle
         self.backend = backend
         self.runner = runner
+        self.artifact = bundle.artifact_name(backend)  # the file that runs
+        self.precision = bundle.artifact_precision(backend)
         self._kinds = [o.kind for o in outputs]
 
     @property
@@ -256,7 +258,7 @@ class Segmenter(Closeable):
         size = f"dynamic, e.g. {h}x{w}" if self.bundle.dynamic else f"{h}x{w}"
         return (
             f"Segmenter(model={self.bundle.model_name!r}, backend={self.backend!r}, input={size}, "
-            f"classes={self.num_classes}, precision={self.bundle.precision!r}, "
+            f"classes={self.num_classes}, precision={self.precision!r}, artifact={self.artifact!r}, "
             f"threads={self.runner.threads}, path={str(self.bundle.path)!r}{', closed' if self.closed else ''})"
         )
 
@@ -285,8 +287,13 @@ def load(
     threads: int | None = None,
     *,
     verify: bool = True,
+    any_precision: bool = False,
 ) -> Segmenter:
     """Open a bundle and load its model on ``backend`` (default: the bundle's target).
+
+    A backend without an artifact of the bundle's precision (e.g. ONNX Runtime for an int8 OpenVINO bundle) is
+    refused, the message naming what it would run; ``any_precision`` runs it anyway (the fp32 portable graph).
+    ``Segmenter.artifact`` and ``Segmenter.precision`` always state the file and precision that run.
 
     ``threads`` caps the backend's CPU threads (None: its default). ``verify`` checks the files the backend
     loads against their size and sha256 in the manifest first (raises :class:`~edgeseg.bundle.BundleError` on
@@ -295,6 +302,14 @@ def load(
     """
     opened = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
     name = opened.default_backend if backend is None else backend
+    precision = opened.artifact_precision(name)
+    if precision != opened.precision and not any_precision:
+        raise ValueError(
+            f"{opened.path} is a {opened.precision} {opened.target} bundle with no {opened.precision} artifact for "
+            f"{name}: it would run the {precision} portable graph {opened.artifact_name(name)}. Load it on "
+            f"{opened.default_backend}, export it for --target {name} --precision {opened.precision}, or accept "
+            f"{precision} (any_precision=True; --any-precision on the command line)"
+        )
     if verify:
         opened.verify(opened.loaded_files(name))
     artifact = opened.artifact(name)

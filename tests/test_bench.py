@@ -125,14 +125,14 @@ def records(tiny_bundle) -> dict[tuple[str, str], dict]:
 def test_benchmark_record(records: dict, backend: str, boundary: str) -> None:
     r = records[(backend, boundary)]
     expected = {
-        "bundle", "model", "input_size", "target", "precision", "backend", "threads", "boundary",
+        "bundle", "model", "input_size", "target", "precision", "artifact", "backend", "threads", "boundary",
         "image_size", "warmup", "iters", "latency_ms", "fps", "load_s", "first_inference_ms",
         "model_bytes", "peak_rss_mb", "rss_mb", "torch_imported", "macs", "params", "machine",
         "edgeseg_version",
     }  # fmt: skip
     assert expected <= r.keys()
     assert r["model"] == "tiny-conv" and r["input_size"] == [H, W]
-    assert r["target"] == "onnx" and r["precision"] == "fp32"
+    assert r["target"] == "onnx" and r["precision"] == "fp32" and r["artifact"] == "model.onnx"
     assert r["backend"] == backend and r["boundary"] == boundary
     assert r["threads"] == (1 if backend == "onnxruntime" else None)
     assert r["image_size"] == (None if boundary == "model" else [120, 160])
@@ -161,7 +161,7 @@ def test_format_table(records: dict) -> None:
     for meaning in BOUNDARIES.values():
         assert meaning in lines[0]
     assert rows[0]["machine"]["cpu_model"] in lines[0]
-    header = "| model | input | backend | precision | threads | boundary | mean ms | std ms | p50 ms |"
+    header = "| model | input | backend | precision | artifact | threads | boundary | mean ms | std ms | p50 ms |"
     assert lines[2].startswith(header) and "| FPS | load s | first ms | peak RSS MB | size MB |" in lines[2]
     body = [line for line in lines[4:] if line.startswith("| tiny-conv |")]
     assert len(body) == len(rows) == len(lines) - 4

@@ -357,7 +357,20 @@ def test_tensorrt_bundle_carries_commands_and_says_the_engine_is_unverified(rand
     with pytest.raises(BackendUnavailableError, match="pip install"):
         load(random_export("tensorrt", "int8"))
     proxy = load(random_export("tensorrt", "int8"), backend="onnxruntime")  # runs the Q/DQ graph itself
-    assert proxy.runner.path.name == "model.int8.onnx"
+    assert proxy.runner.path.name == proxy.artifact == "model.int8.onnx" and proxy.precision == "int8"
+
+
+def test_another_backend_runs_the_same_precision_or_refuses_naming_what_it_would_run(random_export):
+    bundle = random_export("onnxruntime", "fp16")
+    with pytest.raises(
+        ValueError, match=r"no fp16 artifact for openvino: it would run the fp32 portable graph model\.onnx"
+    ):
+        load(bundle, backend="openvino")
+    with load(bundle, backend="openvino", any_precision=True) as seg:
+        assert (seg.precision, seg.artifact, seg.runner.path.name) == ("fp32", "model.onnx", "model.onnx")
+        assert "precision='fp32', artifact='model.onnx'" in repr(seg)
+    with load(bundle) as seg:
+        assert (seg.precision, seg.artifact) == ("fp16", seg.runner.path.name) and seg.artifact != "model.onnx"
 
 
 @pytest.mark.parametrize(

@@ -79,8 +79,12 @@ def benchmark(
     iters: int = 50,
     boundary: str = "model",
     image_size: tuple[int, int] | None = None,
+    any_precision: bool = False,
 ) -> dict[str, Any]:
     """Benchmark one bundle on one backend: a latency pass, then a memory pass, each in its own process.
+
+    The record's ``precision`` and ``artifact`` are those of the file that ran; a backend without an artifact of
+    the bundle's precision is refused unless ``any_precision`` (see :func:`edgeseg.runtime.load`).
 
     ``backend=None`` uses the bundle's default backend and ``threads=None`` the backend's default
     thread count; the record keeps what was asked. ``image_size`` (HxW) is the input image of the
@@ -99,6 +103,8 @@ def benchmark(
         args += ["--backend", backend]
     if threads is not None:
         args += ["--threads", str(threads)]
+    if any_precision:
+        args.append("--any-precision")
     if boundary in IMAGE_BOUNDARIES:
         h, w = image_size or DEFAULT_IMAGE_SIZE
         args += ["--image-size", f"{h}x{w}"]
@@ -112,8 +118,9 @@ def benchmark(
         "model": bundle.model_name,
         "input_size": list(bundle.input_size),
         "target": bundle.target,
-        "precision": bundle.precision,
+        "precision": timed["precision"],
         "backend": timed["backend"],
+        "artifact": timed["artifact"],
         "threads": threads,
         "boundary": boundary,
         "image_size": timed["image_size"],
@@ -135,7 +142,7 @@ def benchmark(
 
 
 TABLE_COLUMNS = (
-    "model", "input", "backend", "precision", "threads", "boundary", "mean ms", "std ms", "p50 ms",
+    "model", "input", "backend", "precision", "artifact", "threads", "boundary", "mean ms", "std ms", "p50 ms",
     "p90 ms", "p99 ms", "min ms", "max ms", "FPS", "load s", "first ms", "peak RSS MB", "size MB",
 )  # fmt: skip
 
@@ -158,7 +165,7 @@ def _row(r: dict[str, Any]) -> list[str]:
     if r["image_size"] is not None:
         boundary += " {}x{}".format(*r["image_size"])
     return [
-        r["model"], f"{h}x{w}", r["backend"], r["precision"],
+        r["model"], f"{h}x{w}", r["backend"], r["precision"], r["artifact"],
         "default" if r["threads"] is None else str(r["threads"]), boundary,
         *(_num(lat[k]) for k in ("mean", "std", "p50", "p90", "p99", "min", "max")),
         _fmt(r["fps"], 1), _fmt(r["load_s"], 3), _fmt(r["first_inference_ms"], 1),

@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", required=True, type=Path)
     p.add_argument("--backend", default=None, help="runtime backend; default: the bundle's own")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads; default: the backend's")
+    p.add_argument("--any-precision", action="store_true", help="run another precision's artifact (see runtime.load)")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--iters", type=int, default=50)
     p.add_argument("--boundary", choices=tuple(BOUNDARIES), default="model")
@@ -91,7 +92,7 @@ def resident_mb() -> dict[str, float | None]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run one pass and return its JSON-able record."""
     start = time.perf_counter()
-    with runtime.load(args.bundle, args.backend, args.threads) as seg:
+    with runtime.load(args.bundle, args.backend, args.threads, any_precision=args.any_precision) as seg:
         load_s = time.perf_counter() - start
         record = _measure(seg, args, load_s)
     record["torch_imported"] = "torch" in sys.modules
@@ -103,6 +104,8 @@ def _measure(seg: runtime.Segmenter, args: argparse.Namespace, load_s: float) ->
     record: dict[str, Any] = {
         "mode": args.mode,
         "backend": seg.backend,
+        "artifact": seg.artifact,
+        "precision": seg.precision,
         "threads": args.threads,
         "boundary": args.boundary,
         "image_size": list(args.image_size) if args.boundary in IMAGE_BOUNDARIES else None,
