@@ -375,10 +375,31 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--batch-size", type=_positive_int, help="crops per step")
     train.add_argument("--crop", type=_size, help="HEIGHTxWIDTH of the random training crops")
     train.add_argument("--lr", type=_positive_float, help="peak AdamW learning rate")
-    train.add_argument("--seed", type=_seed, default=0)
+    train.add_argument("--seed", type=_seed, default=0, help="random seed of the initialisation and the crops")
     train.add_argument("--threads", type=_threads, help="torch threads (default: every core)")
     _add_head_attention_argument(train)
     train.set_defaults(func=cmd_train)
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """``--help`` states each option's default (where it has one worth stating)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if "%(default)" in text or default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _with_defaults_help(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Give ``parser`` and every subcommand parser under it the :class:`DefaultsHelpFormatter`."""
+    parser.formatter_class = DefaultsHelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _with_defaults_help(child)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -394,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="export a model to a self-describing bundle")
     export.add_argument("--model", required=True, help="a name from `edgeseg models`")
     export.add_argument("--checkpoint", help="official checkpoint (.pth); without it the weights are random")
-    export.add_argument("--num-classes", type=_num_classes, default=150)
+    export.add_argument("--num-classes", type=_num_classes, default=150, help="classes of the segmentation head")
     export.add_argument(
         "--input-size",
         default="512x512",
@@ -404,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--dynamic", action="store_true", help="one graph for every height and width that is a multiple of 32"
     )
-    export.add_argument("--target", default="onnxruntime", choices=TARGETS)
+    export.add_argument("--target", default="onnxruntime", choices=TARGETS, help="the runtime the bundle is built for")
     export.add_argument("--precision", default="fp32", choices=PRECISIONS, help="what the target artifact runs in")
     export.add_argument("--calib", help="int8 calibration images: a folder, or a segmentation set (its train split)")
     export.add_argument("--calib-count", type=_positive_int, default=32, help="calibration images to use")
@@ -433,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--frame-size", type=_size, help="HEIGHTxWIDTH of the uint8 frames (default: any size; TensorRT needs it)"
     )
-    export.add_argument("--opset", type=_opset, default=18)
+    export.add_argument("--opset", type=_opset, default=18, help="ONNX opset of the exported graph (18 or newer)")
     _add_head_attention_argument(export)
     export.add_argument(
         "--tolerance", type=_positive_float, default=1e-4, help="fp32 parity gate: max abs logit difference"
@@ -453,9 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     lint = sub.add_parser("lint", help="check an ONNX graph (or a model's export) for a runtime's known hazards")
     lint.add_argument("source", metavar="MODEL|ONNX", help="an .onnx file, or a name from `edgeseg models`")
-    lint.add_argument("--target", required=True, choices=BACKENDS)
+    lint.add_argument("--target", required=True, choices=BACKENDS, help="the runtime whose hazards to check")
     lint.add_argument("--input-size", default="512x512", type=_size, help="HEIGHTxWIDTH to export a model name at")
-    lint.add_argument("--num-classes", type=_num_classes, default=150)
+    lint.add_argument("--num-classes", type=_num_classes, default=150, help="classes of the head (a model name)")
     lint.set_defaults(func=cmd_lint)
 
     convert = sub.add_parser(
@@ -492,29 +513,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-frames", type=_positive_int, help="stop after this many frames (needed to end a camera or a stream)"
     )
     predict.add_argument("--json", help="also write per-frame timings (decode and read→written latency) as JSON")
-    predict.add_argument("--backend", choices=BACKENDS)
+    predict.add_argument("--backend", choices=BACKENDS, help=BACKEND_HELP)
     predict.add_argument("--any-precision", action="store_true", help=ANY_PRECISION_HELP)
-    predict.add_argument("--threads", type=_threads)
+    predict.add_argument("--threads", type=_threads, help=THREADS_HELP)
     predict.set_defaults(func=cmd_predict)
 
     evaluation = sub.add_parser("eval", help="mIoU, pixel accuracy and per-class IoU of a bundle on a labelled set")
     evaluation.add_argument("bundle")
     evaluation.add_argument("--data", required=True, help="dataset folder (dataset.json, images/, labels/)")
     evaluation.add_argument("--split", default="val", help="train, val or all")
-    evaluation.add_argument("--backend", choices=BACKENDS)
+    evaluation.add_argument("--backend", choices=BACKENDS, help=BACKEND_HELP)
     evaluation.add_argument("--any-precision", action="store_true", help=ANY_PRECISION_HELP)
-    evaluation.add_argument("--threads", type=_threads)
+    evaluation.add_argument("--threads", type=_threads, help=THREADS_HELP)
     evaluation.add_argument("--limit", type=_positive_int, help="evaluate the first N images of the split")
     evaluation.add_argument("--json", help="also write the report as JSON")
     evaluation.set_defaults(func=cmd_eval)
 
     bench = sub.add_parser("bench", help="latency and peak memory of bundles, in fresh torch-free processes")
     bench.add_argument("bundles", nargs="+", metavar="BUNDLE")
-    bench.add_argument("--backend", choices=BACKENDS)
+    bench.add_argument("--backend", choices=BACKENDS, help=BACKEND_HELP)
     bench.add_argument("--any-precision", action="store_true", help=ANY_PRECISION_HELP)
     bench.add_argument("--threads", type=_threads, nargs="*", help="one or more thread counts")
-    bench.add_argument("--warmup", type=_positive_int, default=10)
-    bench.add_argument("--iters", type=_positive_int, default=50)
+    bench.add_argument("--warmup", type=_positive_int, default=10, help="untimed runs first")
+    bench.add_argument("--iters", type=_positive_int, default=50, help="timed runs")
     bench.add_argument(
         "--boundary",
         choices=["model", "end-to-end", "stream"],
@@ -526,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_data_parser(sub)
     _add_train_parser(sub)
-    return parser
+    return _with_defaults_help(parser)
 
 
 # The optional extra (pyproject.toml) that brings each importable module a command may need.
@@ -543,6 +564,8 @@ EXTRA_OF_MODULE = {
     "cv2": "video",
     "matplotlib": "bench",
 }
+BACKEND_HELP = "the runtime to run the bundle on (default: the bundle's target)"
+THREADS_HELP = "CPU threads of the runtime (default: the runtime's own choice)"
 ANY_PRECISION_HELP = "with --backend: run the fp32 portable graph where that backend has no artifact of the bundle's"
 CPU_TORCH = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
 

@@ -53,3 +53,25 @@ def test_cli_imports_without_torch() -> None:
     script = "import sys, edgeseg.cli; edgeseg.cli.build_parser(); assert 'torch' not in sys.modules, 'torch'"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def _options(parser: argparse.ArgumentParser, path: str) -> list[tuple[str, argparse.Action]]:
+    """(command path, action) of every option of ``parser`` and its subcommands."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                found += _options(child, f"{path} {name}")
+        elif action.option_strings and action.dest != "help":
+            found.append((path, action))
+    return found
+
+
+def test_every_option_says_what_it_is_and_help_shows_defaults() -> None:
+    parser = build_parser()
+    undocumented = [f"{path} {a.option_strings[0]}" for path, a in _options(parser, "edgeseg") if not a.help]
+    assert not undocumented
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    text = " ".join(sub.choices["export"].format_help().split())
+    assert "classes of the segmentation head (default: 150)" in text and "(default: fp32)" in text
+    assert "(default: None)" not in text and "(default: False)" not in text
