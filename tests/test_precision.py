@@ -19,7 +19,7 @@ from edgeseg.export.fp16 import FP32_OPS, float16_nodes, to_fp16
 from edgeseg.export.lint import lint_onnx
 from edgeseg.export.quantize import quantize_onnx
 from edgeseg.export.rewrites import fold_hardsigmoid, fuse_gelu
-from edgeseg.export.sensitivity import rank_onnx
+from edgeseg.export.sensitivity import rank_onnx, search_kept_float
 from edgeseg.runtime import load
 from edgeseg.runtimes import BackendUnavailableError
 
@@ -496,3 +496,38 @@ def test_fp16_repeats_of_one_node_are_dropped():
     graph.node.append(other)
     with pytest.raises(ValueError, match="writes 'c' from two different nodes"):
         fp16._drop_repeated_nodes(graph)
+
+
+def _parity(agreement: float, passed: bool) -> dict:
+    """A parity report as the ladder writes it, reduced to what the search reads."""
+    failures = [] if passed else [f"openvino: agreement {agreement:.4f} < 0.99"]
+    ladder = {"agreement": agreement}
+    results = {"onnx": {"precision": "fp32", "ladder": {"agreement": 1.0}}}
+    results["openvino"] = {"precision": "int8", "ladder": ladder}
+    return {"passed": passed, "failures": failures, "results": results}
+
+
+def test_auto_exclude_search_reports_the_best_build_when_none_passes():
+    # Agreement falls as more nodes stay float (seen after a brief training): the best build is an early one.
+    agreements = {0: 0.9870, 1: 0.9878, 2: 0.9861, 4: 0.9840, 8: 0.9826}
+    built: list[int] = []
+
+    def rebuild(kept: tuple[str, ...]):
+        built.append(len(kept))
+        return f"artifacts of {len(kept)}", _parity(agreements[len(kept)], passed=False)
+
+    count, tries, (artifacts, parity) = search_kept_float([f"n{i}" for i in range(8)], _parity(0.9870, False), rebuild)
+    assert [t["kept_float"] for t in tries] == [0, 1, 2, 4, 8]
+    assert (
+        count == 1 and artifacts == "artifacts of 1" and parity["results"]["openvino"]["ladder"]["agreement"] == 0.9878
+    )
+    assert built[-1] == 1  # rebuilt last, so the files on disk are the reported build's
+
+
+def test_auto_exclude_search_bisects_to_the_fewest_that_pass():
+    def rebuild(kept: tuple[str, ...]):
+        return len(kept), _parity(0.98 + len(kept) / 1000, passed=len(kept) >= 5)
+
+    count, tries, (artifacts, parity) = search_kept_float([f"n{i}" for i in range(16)], _parity(0.98, False), rebuild)
+    assert count == 5 and artifacts == 5 and parity["passed"]
+    assert [t["kept_float"] for t in tries] == [0, 1, 2, 4, 8, 6, 5]

@@ -257,9 +257,10 @@ def _failure_message(request: ExportRequest, folder: Path, options: BuildOptions
     tried = parity.get("auto_exclude")
     if tried:
         counts = ", ".join(
-            f"{t['kept_float']} float: {'pass' if t['passed'] else t['failures'][0]}" for t in tried["tries"]
+            f"{t['kept_float']} float: agreement {t['agreement']:.4f}, {'pass' if t['passed'] else t['failures'][0]}"
+            for t in tried["tries"]
         )
-        failures.append(f"--auto-exclude tried {len(tried['tries'])} builds ({counts})")
+        failures.append(f"--auto-exclude tried {len(tried['tries'])} builds ({counts}); above: {tried['reported']}")
         hint = "relax a rung with --gate RUNG=VALUE, or calibrate on images closer to the deployment (--calib)."
     elif request.precision == "int8":
         worst = rank_nodes(request.target, folder, options.calibration[:2])[:5]

@@ -209,28 +209,43 @@ def rank_nodes(target: str, folder: Path, inputs: Sequence[np.ndarray]) -> list[
     return rank_onnx(folder / ONNX_FILE, folder / INT8_FILE, inputs, target)
 
 
-def auto_exclude(
-    target: str,
-    folder: Path,
-    options: BuildOptions,
-    failed: dict[str, Any],
-    rebuild: Callable[[BuildOptions], tuple[Any, dict[str, Any]]],
-) -> dict[str, Any]:
-    """Keep the fewest most-damaging nodes in float until the gates pass.
+def build_score(parity: dict[str, Any]) -> tuple[bool, int, float]:
+    """How good a build's parity is (higher is better): passed, then fewer failed rungs, then the lowest
+    argmax agreement of its lower-precision artifacts."""
+    agreements = [r["ladder"]["agreement"] for r in parity["results"].values() if r["precision"] != "fp32"]
+    return parity["passed"], -len(parity["failures"]), min(agreements, default=0.0)
 
-    Returns the report, plus ``artifacts`` and ``parity`` of the final build (the caller pops them).
+
+def search_kept_float(
+    candidates: Sequence[str],
+    failed: dict[str, Any],
+    rebuild: Callable[[tuple[str, ...]], tuple[Any, dict[str, Any]]],
+) -> tuple[int, list[dict[str, Any]], tuple[Any, dict[str, Any]]]:
+    """The fewest leading ``candidates`` to keep in float for the gates to pass, else the best build seen.
+
+    Doubles the count until a build passes, then bisects down to the fewest that pass. When none passes, the
+    build with the best :func:`build_score` wins (the full-int8 build ``failed`` included): keeping more nodes
+    in float can lose agreement (the quantizer re-calibrates around them), so the last build tried is not
+    necessarily the best. Returns (count, the tries, (artifacts, parity) of that count, rebuilt if needed).
     """
-    ranking = rank_nodes(target, folder, options.calibration[:ANALYSIS_INPUTS])
-    candidates = [n.name for n in ranking[:MAX_CANDIDATES]]
-    tries: list[dict[str, Any]] = [{"kept_float": 0, "passed": False, "failures": failed["failures"]}]
+    tries: list[dict[str, Any]] = []
     builds: dict[int, tuple[Any, dict[str, Any]]] = {}
+    scores = {0: build_score(failed)}
+
+    def record(count: int, parity: dict[str, Any]) -> None:
+        agreement = build_score(parity)[2]
+        tries.append(
+            {"kept_float": count, "passed": parity["passed"], "agreement": agreement, "failures": parity["failures"]}
+        )
 
     def attempt(count: int) -> bool:
-        builds[count] = rebuild(replace(options, keep_float=tuple(candidates[:count])))
-        parity = builds[count][1]
-        tries.append({"kept_float": count, "passed": parity["passed"], "failures": parity["failures"]})
-        return parity["passed"]
+        builds.clear()  # the artifacts on disk are those of the latest build only
+        builds[count] = rebuild(tuple(candidates[:count]))
+        scores[count] = build_score(builds[count][1])
+        record(count, builds[count][1])
+        return builds[count][1]["passed"]
 
+    record(0, failed)
     failing, passing, count = 0, None, 1
     while passing is None and candidates:
         if attempt(count):
@@ -246,15 +261,37 @@ def auto_exclude(
                 passing = middle
             else:
                 failing = middle
-    final = passing if passing is not None else failing
-    if final not in builds or tries[-1]["kept_float"] != final:
-        attempt(final)
-    artifacts, parity = builds[final]
+    final = passing if passing is not None else max(scores, key=lambda c: (scores[c], -c))
+    if final not in builds:  # rebuild it so that the files on disk are the reported build's
+        builds[final] = rebuild(tuple(candidates[:final]))
+    return final, tries, builds[final]
+
+
+def auto_exclude(
+    target: str,
+    folder: Path,
+    options: BuildOptions,
+    failed: dict[str, Any],
+    rebuild: Callable[[BuildOptions], tuple[Any, dict[str, Any]]],
+) -> dict[str, Any]:
+    """Keep the fewest most-damaging quantized nodes in float until the gates pass (see :func:`search_kept_float`).
+
+    Returns the report, plus ``artifacts`` and ``parity`` of the reported build (the caller pops them).
+    """
+    ranking = rank_nodes(target, folder, options.calibration[:ANALYSIS_INPUTS])
+    candidates = [n.name for n in ranking[:MAX_CANDIDATES]]
+    final, tries, (artifacts, parity) = search_kept_float(
+        candidates, failed, lambda kept: rebuild(replace(options, keep_float=kept))
+    )
     return {
-        "analysis": f"per-node SQNR vs fp32 on {min(len(options.calibration), ANALYSIS_INPUTS)} calibration inputs",
+        "analysis": f"per-node SQNR vs fp32 on {min(len(options.calibration), ANALYSIS_INPUTS)} calibration inputs; "
+        "ranked: only nodes the quantizer really quantized",
         "worst_nodes": [asdict(n) for n in ranking[:10]],
         "kept_float": candidates[:final],
-        "passed": passing is not None,
+        "passed": parity["passed"],
+        "reported": "the fewest kept in float that pass"
+        if parity["passed"]
+        else f"the best build tried ({final} kept in float), none passed",
         "tries": tries,
         "artifacts": artifacts,
         "parity": parity,
