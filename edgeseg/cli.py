@@ -218,7 +218,8 @@ def cmd_convert_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from edgeseg.predict import Progress, segment_source
+    from edgeseg.predict import segment_source
+    from edgeseg.progress import bar
     from edgeseg.runtime import load
     from edgeseg.video import describe_source, open_source
     from edgeseg.video_out import check_output, open_writer
@@ -235,7 +236,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
         try:
             counts = [n for n in (source.frame_count, args.max_frames) if n is not None]
-            progress = None if spec.single_image else Progress(min(counts) if counts else None)
+            progress = None if spec.single_image else bar(min(counts) if counts else None, "frames", "frame")
             report = segment_source(segmenter, source, writer, max_frames=args.max_frames, progress=progress)
             wrote = writer.commit()
         except BaseException:
@@ -277,10 +278,12 @@ def cmd_lint(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from edgeseg.bench import benchmark, format_table
+    from edgeseg.progress import bar
 
     records = []
-    for bundle in args.bundles:
-        for threads in args.threads or [None]:
+    runs = [(bundle, threads) for bundle in args.bundles for threads in args.threads or [None]]
+    with bar(len(runs), "benchmarks", "run") as shown:
+        for bundle, threads in runs:
             records.append(
                 benchmark(
                     bundle,
@@ -292,6 +295,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     any_precision=args.any_precision,
                 )
             )
+            shown.update(1)
     print(format_table(records))
     _write_json(args.json, records)
     return 0
@@ -392,13 +396,20 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-def _with_defaults_help(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Give ``parser`` and every subcommand parser under it the :class:`DefaultsHelpFormatter`."""
+def _finish(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Give ``parser`` and every subcommand parser under it the :class:`DefaultsHelpFormatter`, and every
+    command ``--quiet`` and ``--verbose``."""
     parser.formatter_class = DefaultsHelpFormatter
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for child in action.choices.values():
-                _with_defaults_help(child)
+    commands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for action in commands:
+        for child in action.choices.values():
+            _finish(child)
+    if not commands:
+        shown = parser.add_mutually_exclusive_group()
+        shown.add_argument("-q", "--quiet", action="store_true", help="no progress bars or stage lines")
+        shown.add_argument(
+            "-v", "--verbose", action="store_true", help="also the log lines of NNCF, ONNX Runtime and OpenVINO"
+        )
     return parser
 
 
@@ -547,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_data_parser(sub)
     _add_train_parser(sub)
-    return _with_defaults_help(parser)
+    return _finish(parser)
 
 
 # The optional extra (pyproject.toml) that brings each importable module a command may need.
@@ -584,6 +595,9 @@ def missing_module_message(error: ModuleNotFoundError) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from edgeseg.progress import configure
+
+    configure(quiet=args.quiet, verbose=args.verbose)
     try:
         return args.func(args)
     except ModuleNotFoundError as error:

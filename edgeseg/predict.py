@@ -2,55 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import deque
 from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from edgeseg.video import Frame, Source
 from edgeseg.video_out import LabelWriter
-
-# The progress line is redrawn at most this often (seconds).
-PROGRESS_INTERVAL = 0.25
-
-
-class Progress:
-    """A one-line progress report with frames per second on ``stream``, redrawn in place; silent when disabled."""
-
-    def __init__(self, total: int | None, stream: TextIO = sys.stderr, enabled: bool | None = None) -> None:
-        self.total, self.stream = total, stream
-        self.enabled = stream.isatty() if enabled is None else enabled
-        self._start = time.perf_counter()
-        self._shown = 0.0
-        self._count = 0
-
-    def update(self, count: int) -> None:
-        """Report ``count`` frames done (drawn only when the interval has passed)."""
-        self._count = count
-        now = time.perf_counter()
-        if self.enabled and now - self._shown >= PROGRESS_INTERVAL:
-            self._shown = now
-            self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        fps = self._count / max(now - self._start, 1e-9)
-        of = f"/{self.total}" if self.total else ""
-        bar = ""
-        if self.total:
-            filled = int(30 * min(self._count / self.total, 1.0))
-            bar = "[" + "#" * filled + "." * (30 - filled) + "] "
-        self.stream.write(f"\r{bar}{self._count}{of} frames  {fps:.1f} FPS")
-        self.stream.flush()
-
-    def finish(self) -> None:
-        """Draw the final count and end the line."""
-        if self.enabled:
-            self._draw(time.perf_counter())
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 def segment_source(
@@ -59,7 +20,7 @@ def segment_source(
     writer: LabelWriter,
     *,
     max_frames: int | None = None,
-    progress: Progress | None = None,
+    progress: tqdm | None = None,
 ) -> dict[str, Any]:
     """Run ``segmenter.stream`` over ``source`` (at most ``max_frames`` frames) and write each label map.
 
@@ -92,10 +53,10 @@ def segment_source(
             timings[done]["position_s"] = frame.position
         done += 1
         if progress is not None:
-            progress.update(done)
+            progress.update(1)
     seconds = time.perf_counter() - began
     if progress is not None:
-        progress.finish()
+        progress.close()
     return {
         "frames": done,
         "seconds": seconds,

@@ -31,6 +31,7 @@ from edgeseg.data import SegmentationSet, open_dataset, read_sample
 from edgeseg.imaging import normalize
 from edgeseg.metrics import ConfusionMatrix, json_float
 from edgeseg.models import ModelSpec, create, get_spec
+from edgeseg.progress import bar
 
 DEFAULT_STEPS = 400
 DEFAULT_BATCH_SIZE = 8
@@ -39,6 +40,7 @@ DEFAULT_LR = 2e-3
 WEIGHT_DECAY = 0.01
 WARMUP_FRACTION = 0.05
 LOG_EVERY = 50
+LOG_SECONDS = 30.0  # a loss line at least this often, whatever the step time
 
 
 @dataclass(frozen=True)
@@ -223,18 +225,22 @@ def fit(
     optimizer, schedule = make_optimizer(model, config.lr, config.steps)
     model.train()
     losses: list[float] = []
-    start = time.perf_counter()
-    for step in range(1, config.steps + 1):
-        inputs, targets = random_batch(train_split, config.batch_size, config.crop, spec, ignore_index, rng)
-        loss = segmentation_loss(model(inputs), targets, ignore_index)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-        if step % config.log_every == 0 or step == config.steps:
-            recent = np.mean(losses[-config.log_every :])
-            log(f"step {step}/{config.steps}  loss {recent:.4f}  {time.perf_counter() - start:.0f}s")
+    start = logged = time.perf_counter()
+    with bar(config.steps, "training", "step") as shown:
+        for step in range(1, config.steps + 1):
+            inputs, targets = random_batch(train_split, config.batch_size, config.crop, spec, ignore_index, rng)
+            loss = segmentation_loss(model(inputs), targets, ignore_index)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+            shown.update(1)
+            now = time.perf_counter()
+            if step == 1 or step % config.log_every == 0 or step == config.steps or now - logged >= LOG_SECONDS:
+                logged = now
+                recent = np.mean(losses[-config.log_every :])
+                log(f"step {step}/{config.steps}  loss {recent:.4f}  {now - start:.0f}s")
     return losses
 
 
@@ -288,7 +294,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         seconds = time.perf_counter() - start
     meta = _meta(config, dataset, scores, seconds)
     save_checkpoint(Path(config.out), model, meta)
-    per_class = ", ".join(f"{name} {iou:.3f}" for name, iou in meta["class_iou"].items() if iou is not None)
-    log(f"val mIoU {scores.miou():.4f} ({per_class})")
+    per_class = ", ".join(f"{name} {100 * iou:.1f}" for name, iou in meta["class_iou"].items() if iou is not None)
+    log(f"val mIoU {100 * scores.miou():.2f} % (IoU % per class: {per_class})")
     log(f"wrote {config.out} ({seconds:.0f}s)")
     return TrainResult(Path(config.out), model, tuple(losses), scores.miou(), meta["class_iou"], seconds)

@@ -26,6 +26,9 @@ def cli_bundle(tmp_path_factory) -> Path:
     )
     assert done.returncode == 0, done.stderr
     assert "parity vs PyTorch" in done.stdout and "openvino" in done.stdout
+    # stage lines while it works; nothing from the exporter's or the runtimes' own logs
+    assert "exporting the ONNX graph (torch.onnx, onnxslim) …" in done.stderr.splitlines()
+    assert "[torch.onnx]" not in done.stdout + done.stderr
     return out
 
 

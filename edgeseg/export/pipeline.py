@@ -37,6 +37,7 @@ from edgeseg.image_io import read_image
 from edgeseg.ladder import gates_for
 from edgeseg.manifest import MAX_SIDE, OUTPUT_NAMES, POSTPROCESS, InputSpec, Manifest, check_precision
 from edgeseg.models import checkpoint_report, count_macs, count_params, create, get_spec, list_models
+from edgeseg.progress import quiet_third_party, stage
 
 BUNDLE_FOLDER = FolderKind("edgeseg bundle", bundle_format.MANIFEST, bundle_format.FORMAT)
 # Parity images (each also enlarged to a camera size when the frame size is free) in the frame-path check.
@@ -337,11 +338,13 @@ def _frame_check(
 def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> Manifest:
     """Fill ``folder`` with the bundle's files and return the manifest."""
     spec = get_spec(request.model)
-    model = _build_model(request)
+    with stage(f"building {request.model}" + (f" from {request.checkpoint}" if request.checkpoint else "")):
+        model = _build_model(request)
     multiple = spec.input_multiple if request.dynamic else None
-    graph = build_export_graph(
-        model, request.target, request.precision, request.input_size, opset=request.opset, dynamic_multiple=multiple
-    )
+    with stage("exporting the ONNX graph (torch.onnx, onnxslim)"), quiet_third_party():
+        graph = build_export_graph(
+            model, request.target, request.precision, request.input_size, opset=request.opset, dynamic_multiple=multiple
+        )
     proto = graph.proto
     plan = request.plan
     core_folder = folder if plan.plain else scratch / "core"  # the model graph's artifacts, before the frame path
@@ -357,9 +360,10 @@ def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> Manife
         return f"a synthetic set (edgeseg data synthetic, seed {request.seed})" if synthetic else str(source)
 
     calibration = None
-    if calib_source is not None:
-        calibration = calibration_set(calib_source, preprocess, request.calib_count, name(calib_source))
-    images = parity_set(parity_source, preprocess, request.parity_count, request.num_classes, name(parity_source))
+    with stage("reading the calibration and parity images"):
+        if calib_source is not None:
+            calibration = calibration_set(calib_source, preprocess, request.calib_count, name(calib_source))
+        images = parity_set(parity_source, preprocess, request.parity_count, request.num_classes, name(parity_source))
     sizes = [request.input_size]
     if request.dynamic:
         sizes.append(second_size(request.input_size, spec.input_multiple))
@@ -375,11 +379,13 @@ def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> Manife
         gated=request.checkpoint is not None,
     )
     options = BuildOptions(request.precision, tuple(calibration.inputs) if calibration else ())
-    artifacts, parity = _build(request, core_folder, options, check)
+    with stage(f"building the {request.target} {request.precision} artifacts and their parity ladder"):
+        artifacts, parity = _build(request, core_folder, options, check)
     if not parity["passed"] and request.auto_exclude and request.precision == "int8":
-        report = auto_exclude(
-            request.target, core_folder, options, parity, lambda o: _build(request, core_folder, o, check)
-        )
+        with stage(f"--auto-exclude: {'; '.join(parity['failures'])}; searching for nodes to keep in float"):
+            report = auto_exclude(
+                request.target, core_folder, options, parity, lambda o: _build(request, core_folder, o, check)
+            )
         artifacts, parity = report.pop("artifacts"), report.pop("parity")
         parity["auto_exclude"] = report
     if not parity["passed"]:
@@ -387,9 +393,10 @@ def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> Manife
     outputs = [{"name": OUTPUT_NAME, "shape": graph_shape(proto.graph.output[0]), "stride": spec.output_stride}]
     frame: dict[str, Any] | None = None
     if not plan.plain:
-        outputs = _add_frame_path(request, model, core_folder, folder, artifacts, proto)
-        frame_check = _frame_check(request, model, folder, images, parity_source)
-        parity["frame"] = frame_check(artifacts.artifacts, artifacts.runtime_config)
+        with stage(f"adding the frame path ({plan.input_kind} in, {', '.join(plan.outputs)} out) and checking it"):
+            outputs = _add_frame_path(request, model, core_folder, folder, artifacts, proto)
+            frame_check = _frame_check(request, model, folder, images, parity_source)
+            parity["frame"] = frame_check(artifacts.artifacts, artifacts.runtime_config)
         if not parity["frame"]["passed"]:
             raise ParityError(
                 f"parity gate of the frame path failed for {request.model} ({request.target}, {request.precision}): "

@@ -44,6 +44,7 @@ import onnx_ir as ir
 from edgeseg.export.graph_index import GraphIndex
 from edgeseg.export.onnx_graph import INPUT_NAME
 from edgeseg.export.rewrites import fold_hardsigmoid, fuse_gelu, name_nodes
+from edgeseg.progress import quiet_third_party
 
 SCHEMES = ("onnxruntime", "tensorrt")
 TENSORRT_QUANTIZED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
@@ -121,7 +122,8 @@ def quantize_onnx(
             options["extra_options"] = {
                 "TensorQuantOverrides": dict.fromkeys(constant_left_operands(model), per_tensor)
             }
-        quantize_static(str(prepared), str(destination), _Reader(calibration), **options)
+        with quiet_third_party():
+            quantize_static(str(prepared), str(destination), _Reader(calibration), **options)
     if scheme == "onnxruntime":
         quantized = ir.load(str(destination))
         if fold_hardsigmoid(quantized):
@@ -188,4 +190,5 @@ def quantize_openvino(
         options["ignored_scope"] = nncf.IgnoredScope(names=list(ignored), validate=False)
     if transformer:
         options["model_type"] = nncf.ModelType.TRANSFORMER
-    return nncf.quantize(model, nncf.Dataset(list(calibration)), **options)
+    with quiet_third_party():
+        return nncf.quantize(model, nncf.Dataset(list(calibration)), **options)
