@@ -83,7 +83,7 @@ def _open(path: Path, max_pixels: int | None) -> Iterator[Any]:
         if width * height > limit:
             raise ImageFileError(
                 path,
-                f"is {width}x{height} = {width * height:,} pixels, over the limit of {limit:,}; to read larger "
+                f"is {height}x{width} (HxW) = {width * height:,} pixels, over the limit of {limit:,}; to read larger "
                 f"images set {MAX_PIXELS_ENV} or pass max_pixels=",
             )
         yield image

@@ -148,7 +148,7 @@ class VideoFile(LabelWriter):
             self._open(height, width)
         elif self._size != (height, width):
             raise ValueError(
-                f"frame {frame.name} is {width}x{height} but the video is {self._size[1]}x{self._size[0]}; "  # type: ignore[index]
+                f"frame {frame.name} is {height}x{width} (HxW) but the video is {self._size[0]}x{self._size[1]}; "  # type: ignore[index]
                 "a video needs frames of one size: write label PNGs to a folder instead"
             )
         if self.mode == "labels":

@@ -134,8 +134,8 @@ def read_sample(sample: Sample) -> tuple[np.ndarray, np.ndarray | None]:
     labels = read_label(sample.label)
     if labels.shape != image.shape[:2]:
         raise DatasetError(
-            f"label {sample.label} is {labels.shape[1]}x{labels.shape[0]} but its image is "
-            f"{image.shape[1]}x{image.shape[0]}; labels must have their image's size"
+            f"label {sample.label} is {labels.shape[0]}x{labels.shape[1]} (HxW) but its image is "
+            f"{image.shape[0]}x{image.shape[1]}; labels must have their image's size"
         )
     return image, labels
 
