@@ -281,3 +281,15 @@ def test_dataset_force_replaces_only_a_dataset(tmp_path):
     generate_synthetic(out, 2, (32, 32))
     generate_synthetic(out, 3, (32, 32), force=True)
     assert len(list((out / "images").iterdir())) == 3 and [p.name for p in tmp_path.iterdir()] == ["set"]
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o755), (0o027, 0o750)])
+def test_new_folders_honour_the_umask(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        dataset = generate_synthetic(tmp_path / "new" / "set", 2, (64, 64), seed=0).root
+    finally:
+        os.umask(previous)
+    for folder in (dataset, dataset / "images", dataset / "labels", tmp_path / "new"):
+        assert folder.stat().st_mode & 0o777 == mode, folder
+    assert (dataset / "dataset.json").stat().st_mode & 0o777 == mode & 0o666
