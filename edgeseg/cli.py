@@ -20,6 +20,8 @@ MAX_CLASSES = 65536
 MIN_OPSET = 18
 # edgeseg.models.attention.HEAD_ATTENTION_KINDS, written out so that the CLI imports no torch.
 HEAD_ATTENTION_CHOICES = ("se", "cbam", "ca")
+# The presets of edgeseg/class_presets.json (edgeseg.classes.presets()), written out to keep --help cheap.
+CLASS_PRESETS = ("ade20k", "cityscapes", "voc", "coco-stuff")
 
 
 def _whole_number(text: str) -> int:
@@ -142,19 +144,37 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _download_progress(done: int, total: int | None) -> None:
+    """A one-line byte count on a terminal's stderr while a checkpoint downloads."""
+    if sys.stderr.isatty():
+        of = f" of {total / 1e6:.1f}" if total else ""
+        print(f"\rdownloading weights: {done / 1e6:.1f}{of} MB", end="" if total != done else "\n", file=sys.stderr)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from edgeseg.bundle import read_bundle
     from edgeseg.export import ExportRequest, export_bundle
     from edgeseg.imaging import parse_size
     from edgeseg.ladder import parse_gates
+    from edgeseg.weights.choice import choose_export_weights
 
+    weights = choose_export_weights(
+        args.model,
+        weights=args.weights,
+        checkpoint=args.checkpoint,
+        classes=args.classes,
+        num_classes=args.num_classes,
+        progress=_download_progress,
+    )
     request = ExportRequest(
         model=args.model,
         out=Path(args.out),
         target=args.target,
         input_size=parse_size(args.input_size),
-        num_classes=args.num_classes,
-        checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+        num_classes=weights.num_classes,
+        checkpoint=weights.checkpoint,
+        classes=weights.classes,
+        weights_source=weights.source,
         precision=args.precision,
         opset=args.opset,
         tolerance=args.tolerance,
@@ -219,6 +239,7 @@ def cmd_convert_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from edgeseg.classes import label_palette
     from edgeseg.predict import Progress, segment_source
     from edgeseg.runtime import load
     from edgeseg.video import describe_source, open_source
@@ -230,9 +251,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     spec = describe_source(args.source)
     kind, out = check_output(args.out, spec.single_image, [spec.path] if spec.path else [])
     segmenter = load(args.bundle, backend=args.backend, threads=args.threads)
+    classes = segmenter.bundle.manifest.classes
     with segmenter, open_source(spec) as source:
         writer = open_writer(
-            kind, out, color=args.color, fps=source.fps, num_classes=segmenter.num_classes, inputs=source.input_files()
+            kind,
+            out,
+            color=args.color,
+            fps=source.fps,
+            num_classes=segmenter.num_classes,
+            inputs=source.input_files(),
+            palette=label_palette(classes.palette if classes else None),
         )
         try:
             counts = [n for n in (source.frame_count, args.max_frames) if n is not None]
@@ -356,6 +384,43 @@ def _add_head_attention_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_weights_arguments(export: argparse.ArgumentParser) -> None:
+    """``--weights``/``--checkpoint`` (one of them), ``--classes`` and ``--num-classes`` of ``edgeseg export``."""
+    source = export.add_mutually_exclusive_group()
+    source.add_argument(
+        "--weights",
+        help="trained weights: a name from `edgeseg weights list` (e.g. ade20k; downloaded once into "
+        "$EDGESEG_HOME, default ~/.cache/edgeseg), a checkpoint file, or hf:OWNER/NAME from the local Hugging Face "
+        "cache (offline); without it the weights are random",
+    )
+    source.add_argument("--checkpoint", help="a checkpoint file (.pth, .bin, .safetensors): the same as --weights PATH")
+    export.add_argument(
+        "--classes",
+        choices=CLASS_PRESETS,
+        help="dataset whose class names and palette go into the bundle (default: the --weights entry's dataset)",
+    )
+    export.add_argument(
+        "--num-classes",
+        type=_num_classes,
+        help="classes the model predicts (default: from --weights or --classes, else 150)",
+    )
+
+
+def cmd_weights_list(args: argparse.Namespace) -> int:
+    from edgeseg.weights.listing import format_catalog
+
+    print(format_catalog(args.model))
+    return 0
+
+
+def _add_weights_parser(sub: argparse._SubParsersAction) -> None:
+    weights = sub.add_parser("weights", help="official released checkpoints that --weights takes by name")
+    actions = weights.add_subparsers(dest="weights_command", required=True)
+    listing = actions.add_parser("list", help="the catalog: per model, name, dataset, training size, mIoU, source")
+    listing.add_argument("--model", help="only this model's entries (a name from `edgeseg models`)")
+    listing.set_defaults(func=cmd_weights_list)
+
+
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser(
         "train",
@@ -385,8 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="export a model to a self-describing bundle")
     export.add_argument("--model", required=True, help="a name from `edgeseg models`")
-    export.add_argument("--checkpoint", help="official checkpoint (.pth); without it the weights are random")
-    export.add_argument("--num-classes", type=_num_classes, default=150)
+    _add_weights_arguments(export)
     export.add_argument(
         "--input-size",
         default="512x512",
@@ -515,6 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_data_parser(sub)
     _add_train_parser(sub)
+    _add_weights_parser(sub)
     return parser
 
 

@@ -71,6 +71,8 @@ class ExportRequest:
     outputs: tuple[str, ...] = ("logits",)
     frame_size: tuple[int, int] | None = None
     head_attention: str | None = None  # "se", "cbam" or "ca": a block in the all-MLP head (models.create)
+    classes: dict[str, Any] | None = None  # the manifest's classes block (edgeseg.weights.choice)
+    weights_source: str | None = None  # where the checkpoint came from: a catalog entry and URL, hf:REPO
 
     @property
     def plan(self) -> FramePlan:
@@ -152,6 +154,7 @@ def _weights_entry(request: ExportRequest, model: torch.nn.Module) -> dict[str, 
         "checkpoint": {
             "file": request.checkpoint.name,
             "sha256": bundle_format.sha256_of(request.checkpoint),
+            "source": request.weights_source,
             "ignored_keys": report.ignored,
             "initialised_keys": report.initialised,
             "shared_module_copies": sum(len(v) - 1 for v in report.deduplicated.values()),
@@ -411,6 +414,7 @@ def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> Manife
             "macs": count_macs(model, request.input_size),
             "macs_input_size": list(request.input_size),
         },
+        "classes": request.classes,
         "input": input_spec,
         "frame": frame,
         "outputs": outputs,
