@@ -14,7 +14,7 @@ from typing import Any
 from edgeseg.classes import ClassPreset, get_preset
 from edgeseg.weights.catalog import CATALOG, WeightsEntry
 from edgeseg.weights.download import Progress
-from edgeseg.weights.resolve import ResolvedWeights, infer_num_classes, resolve_weights
+from edgeseg.weights.resolve import ResolvedWeights, catalog_entry, infer_num_classes, resolve_weights
 
 DEFAULT_NUM_CLASSES = 150
 
@@ -47,6 +47,13 @@ def _classes_block(preset: ClassPreset | None, resolved: ResolvedWeights | None,
     return None
 
 
+def _check_agreement(stated: dict[str, int | None]) -> None:
+    known = {where: n for where, n in stated.items() if n is not None}
+    if len(set(known.values())) > 1:
+        listed = ", ".join(f"{where} gives {n}" for where, n in known.items())
+        raise ValueError(f"the class counts disagree: {listed}; drop the option that is wrong")
+
+
 def choose_export_weights(
     model: str,
     *,
@@ -63,27 +70,25 @@ def choose_export_weights(
     if weights is not None and checkpoint is not None:
         raise ValueError("--weights and --checkpoint are the same option (a file path works for both); give one")
     spec = weights if weights is not None else checkpoint
+    preset = get_preset(classes) if classes else None
+    listed = catalog_entry(spec, model, catalog) if spec is not None else None
+    stated = {
+        "--num-classes": num_classes,
+        f"--weights {spec}": listed.num_classes if listed else None,
+        f"--classes {classes}": preset.num_classes if preset else None,
+    }
+    _check_agreement(stated)  # before any download
     resolved = None
     if spec is not None:
         resolved = resolve_weights(spec, model, catalog=catalog, cache=cache, hf_cache=hf_cache, progress=progress)
-    preset = get_preset(classes) if classes else None
+        if resolved.num_classes is None:
+            stated[f"the head of {resolved.path.name}"] = infer_num_classes(model, resolved.path)
+        else:
+            stated[f"--weights {spec}"] = resolved.num_classes
+        _check_agreement(stated)
     if preset is None and resolved is not None and resolved.classes:
         preset = get_preset(resolved.classes)
-    stated = {
-        "--num-classes": num_classes,
-        f"--weights {spec}": resolved.num_classes if resolved else None,
-        f"--classes {classes}": preset.num_classes if preset and classes else None,
-    }
-    known = {where: n for where, n in stated.items() if n is not None}
-    if len(set(known.values())) > 1:
-        listed = ", ".join(f"{where} gives {n}" for where, n in known.items())
-        raise ValueError(f"the class counts disagree: {listed}; drop the option that is wrong")
-    count = next(iter(known.values()), None)
-    if count is None and preset is not None:
-        count = preset.num_classes
-    if count is None and resolved is not None:
-        count = infer_num_classes(model, resolved.path)
-    count = count or DEFAULT_NUM_CLASSES
+    count = next((n for n in stated.values() if n is not None), None) or DEFAULT_NUM_CLASSES
     return ExportWeights(
         checkpoint=resolved.path if resolved else None,
         source=resolved.source if resolved else None,

@@ -142,6 +142,13 @@ def _from_catalog(
     )
 
 
+def catalog_entry(spec: str, model: str, catalog: tuple[WeightsEntry, ...] = CATALOG) -> WeightsEntry | None:
+    """The catalog entry ``spec`` names for ``model``, or None when ``spec`` is a file or ``hf:REPO``."""
+    if spec.startswith(HF_PREFIX) or _looks_like_path(spec):
+        return None
+    return find_entry(model, spec, catalog)
+
+
 def resolve_weights(
     spec: str,
     model: str,
