@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgeseg.classes import get_preset
@@ -20,6 +21,14 @@ from edgeseg.weights.choice import choose_export_weights
 from edgeseg.weights.resolve import cached_path
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, every byte value, so a misplaced resume shows in the hash
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test has its own EDGESEG_HOME: nothing is read from or written to the user's cache."""
+    home = tmp_path / "edgeseg-home"
+    monkeypatch.setenv("EDGESEG_HOME", str(home))
+    return home
 
 
 @dataclass
@@ -75,7 +84,7 @@ def server() -> Iterator[Server]:
     state = Server(base="")
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield state
     httpd.shutdown()
@@ -167,6 +176,18 @@ def test_a_missing_file_is_a_clear_error(server: Server, tmp_path: Path) -> None
         resolve_weights("ade20k", "afformer-tiny", catalog=(entry,), cache=tmp_path)
     assert len(server.requests) == 1  # a 404 is final: no retries
     assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def test_a_second_process_downloading_the_same_file_is_refused(server: Server, tmp_path: Path) -> None:
+    fcntl = pytest.importorskip("fcntl")
+    server.files["/f.bin"] = PAYLOAD
+    with (tmp_path / "f.bin.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # what a concurrent download holds
+        with pytest.raises(DownloadError, match="another process is downloading"):
+            download(f"{server.base}/f.bin", tmp_path / "f.bin")
+    assert server.requests == []
+    assert download(f"{server.base}/f.bin", tmp_path / "f.bin").read_bytes() == PAYLOAD
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
 
 
 def test_only_http_urls_are_fetched(tmp_path: Path) -> None:
@@ -261,6 +282,9 @@ def test_hf_repo_comes_from_the_local_cache_offline(tmp_path: Path) -> None:
         ("wall", "building", "sky"),
         "hf:nvidia/tiny",
     )
+    _fake_hf_cache(tmp_path, "nvidia/segformer-b0-finetuned-ade-512-512", {"pytorch_model.bin": b"x"})
+    listed = resolve_weights("hf:nvidia/segformer-b0-finetuned-ade-512-512", "segformer-b0", hf_cache=tmp_path)
+    assert (listed.path.name, listed.classes, listed.num_classes) == ("pytorch_model.bin", "ade20k", 150)
     with pytest.raises(FileNotFoundError, match="never downloads from the Hub"):
         resolve_weights("hf:nvidia/absent", "segformer-b0", hf_cache=tmp_path)
     with pytest.raises(ValueError, match="expected hf:OWNER/NAME"):
@@ -317,3 +341,49 @@ def test_export_refuses_weights_and_checkpoint_together(capsys: pytest.CaptureFi
     with pytest.raises(SystemExit):
         main(["export", "--model", "afformer-tiny", "--out", "x", "--weights", "ade20k", "--checkpoint", "a.pth"])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_segformer_from_the_hugging_face_cache_exports_with_ade20k_classes(tmp_path: Path) -> None:
+    """The README's flow, offline: NVIDIA's Hub repository in the local cache → a bundle with ADE20K's classes."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from edgeseg.models import create
+    from edgeseg.models.hf_segformer import nvlabs_to_hf
+
+    torch.manual_seed(0)
+    hf_state, _ = nvlabs_to_hf(create("segformer-b0", num_classes=150).state_dict())
+    snapshot = tmp_path / "snapshot.safetensors"
+    save_file({k: v.contiguous() for k, v in hf_state.items()}, str(snapshot))
+    repo = "nvidia/segformer-b0-finetuned-ade-512-512"
+    _fake_hf_cache(tmp_path / "hf", repo, {"model.safetensors": snapshot.read_bytes()})
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+
+    def edgeseg(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "edgeseg", *args], capture_output=True, text=True, env=env, timeout=600
+        )
+
+    bundle = tmp_path / "bundle"
+    made = edgeseg(
+        "export", "--model", "segformer-b0", "--weights", f"hf:{repo}", "--input-size", "64x64", "--target", "onnx",
+        "--out", str(bundle),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["model"]["weights"] == "checkpoint"
+    assert manifest["model"]["checkpoint"]["source"] == f"hf:{repo}"
+    assert manifest["model"]["checkpoint"]["file"] == "model.safetensors"
+    assert manifest["classes"]["preset"] == "ade20k" and manifest["classes"]["names"][2] == "sky"
+
+    image, out = tmp_path / "photo.png", tmp_path / "mask.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(image)
+    assert edgeseg("predict", str(bundle), str(image), "--out", str(out), "--color").returncode == 0
+    drawn = Image.open(out)
+    assert drawn.getpalette()[: 3 * 150] == [v for rgb in get_preset("ade20k").palette for v in rgb]

@@ -6,13 +6,14 @@ matched, so the cache never holds a half-written or unverified file under a name
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
 import re
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 CHUNK = 1 << 20
@@ -118,6 +119,27 @@ def _verify(part: Path, url: str, sha256: str | None, sha256_prefix: str | None)
         )
 
 
+@contextlib.contextmanager
+def _exclusive(lock: Path, destination: Path) -> Iterator[None]:
+    """Hold ``lock`` (POSIX advisory lock, released if the process dies) so two processes never share a ``.part``."""
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks (Windows): concurrent downloads of one file are not detected
+        yield
+        return
+    with lock.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DownloadError(
+                f"another process is downloading {destination} (it holds {lock}); wait for it to finish"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+
+
 def download(
     url: str,
     destination: Path,
@@ -132,21 +154,28 @@ def download(
     Bytes go to ``destination + '.part'``; a broken transfer keeps them, and the next attempt (in this call,
     up to ``attempts``, or a later call) asks the server for the rest with an HTTP Range request. The file is
     renamed into place only when complete and, when ``sha256`` (or a ``sha256_prefix``) is given, matching it.
+    A second process downloading the same file meanwhile is refused (``destination + '.lock'``).
     """
     if destination.is_file():
         return destination
     _check_url(url)
     destination.parent.mkdir(parents=True, exist_ok=True)
     part = destination.with_name(destination.name + ".part")
-    last: DownloadError | None = None
-    for _ in range(max(1, attempts)):
-        try:
-            _fetch_once(url, part, progress)
-        except _BrokenTransfer as error:
-            last = error
-            continue
-        _verify(part, url, sha256, sha256_prefix)
-        os.replace(part, destination)
-        return destination
-    kept = part.stat().st_size if part.exists() else 0
-    raise DownloadError(f"{last}; {kept} bytes are kept in {part}: run the same command again to resume")
+    with _exclusive(destination.with_name(destination.name + ".lock"), destination):
+        if destination.is_file():  # another process finished it while this one waited
+            return destination
+        last: DownloadError | None = None
+        for _ in range(max(1, attempts)):
+            try:
+                _fetch_once(url, part, progress)
+            except _BrokenTransfer as error:
+                last = error
+                continue
+            _verify(part, url, sha256, sha256_prefix)
+            os.replace(part, destination)
+            return destination
+        kept = part.stat().st_size if part.exists() else 0
+        if not kept:
+            part.unlink(missing_ok=True)
+            raise DownloadError(str(last))
+        raise DownloadError(f"{last}; {kept} bytes are kept in {part}: run the same command again to resume")

@@ -79,8 +79,8 @@ def _hf_labels(config: Path) -> tuple[str, ...] | None:
     return names if names and all(0 < len(n) <= 256 for n in names) else None
 
 
-def _from_hf_cache(repo: str, hf_cache: Path | None) -> ResolvedWeights:
-    """``hf:REPO`` from the local Hugging Face cache only (offline)."""
+def _from_hf_cache(repo: str, hf_cache: Path | None, catalog: tuple[WeightsEntry, ...]) -> ResolvedWeights:
+    """``hf:REPO`` from the local Hugging Face cache only (offline); a repository in the catalog gets its preset."""
     if not HF_REPO.match(repo):
         raise ValueError(
             f"--weights hf:{repo}: expected hf:OWNER/NAME, e.g. hf:nvidia/segformer-b0-finetuned-ade-512-512"
@@ -92,6 +92,12 @@ def _from_hf_cache(repo: str, hf_cache: Path | None) -> ResolvedWeights:
     for name in HF_WEIGHT_FILES:
         found = try_to_load_from_cache(repo, name, cache_dir=hf_cache)
         if isinstance(found, str):
+            listed = next((e for e in catalog if e.hf_repo == repo and e.kind == "segmentation"), None)
+            if listed is not None and listed.classes:
+                preset = get_preset(listed.classes)
+                return ResolvedWeights(
+                    Path(found), f"{HF_PREFIX}{repo}", preset.num_classes, preset.name, preset.classes
+                )
             config = try_to_load_from_cache(repo, "config.json", cache_dir=hf_cache)
             names = _hf_labels(Path(config)) if isinstance(config, str) else None
             return ResolvedWeights(
@@ -160,7 +166,7 @@ def resolve_weights(
 ) -> ResolvedWeights:
     """Resolve ``--weights spec`` for ``model``: ``hf:REPO``, a local file, or a catalog name (downloaded once)."""
     if spec.startswith(HF_PREFIX):
-        return _from_hf_cache(spec[len(HF_PREFIX) :], hf_cache)
+        return _from_hf_cache(spec[len(HF_PREFIX) :], hf_cache, catalog)
     if _looks_like_path(spec):
         return _local(spec)
     return _from_catalog(model, spec, catalog, cache, progress)
