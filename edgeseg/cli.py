@@ -196,6 +196,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(
         f"wrote {out} ({manifest.precision}, {manifest.model.weights} weights, {manifest.export['nodes']} ONNX nodes)"
     )
+    if manifest.model.checkpoint is not None and manifest.model.checkpoint.source:
+        print(f"  weights: {manifest.model.checkpoint.source}")
+    if manifest.classes is not None:
+        print(
+            f"  classes: {manifest.classes.preset or 'named'} ({len(manifest.classes.names)}: "
+            f"{', '.join(manifest.classes.names[:4])}, ...)"
+        )
     for name, meta in manifest.files.items():
         print(f"  {name:<16} {meta.bytes / 1e6:8.2f} MB")
     print(_parity_summary(manifest.parity))

@@ -34,6 +34,12 @@ def test_presets_hold_their_datasets_classes_and_colours() -> None:
         get_preset("ade")
 
 
+def test_the_cli_offers_every_preset() -> None:
+    from edgeseg.cli import CLASS_PRESETS
+
+    assert tuple(presets()) == CLASS_PRESETS
+
+
 def test_label_palette_puts_the_preset_first_and_keeps_the_default_after() -> None:
     table = label_palette(get_preset("cityscapes").palette)
     assert table.shape == (256, 3) and table.dtype == np.uint8
@@ -103,6 +109,7 @@ def test_an_ade20k_bundle_carries_its_classes_and_predict_draws_their_colours(tm
         "--out", str(bundle),
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
+    assert "classes: ade20k (150: wall, building, sky, floor, ...)" in made.stdout
     manifest = json.loads((bundle / "manifest.json").read_text())
     ade = get_preset("ade20k")
     assert manifest["model"]["num_classes"] == 150
