@@ -170,3 +170,14 @@ def test_eval_says_when_the_bundle_names_its_classes_differently(tiny_bundle: An
     other = evaluate(bundle, _dataset(tmp_path / "other", ["sky", "road", "bus", "tree", "person"]))
     assert "class 2: bundle 'car', dataset 'bus'" in other["note"]
     assert "note: the bundle and the dataset name the classes differently" in format_report(other)
+
+
+def test_export_refuses_a_classes_block_that_does_not_fit_before_building(tmp_path: Path) -> None:
+    from edgeseg.export import ExportRequest, export_bundle
+
+    request = ExportRequest(
+        model="afformer-tiny", out=tmp_path / "b", num_classes=19, classes={"names": ["a", "b"], "preset": "x"}
+    )
+    with pytest.raises(ValueError, match="names 2 classes for num_classes 19"):
+        export_bundle(request)
+    assert not (tmp_path / "b").exists()

@@ -35,7 +35,15 @@ from edgeseg.export.targets import BUILDERS, ONNX_FILE, BuildOptions, TargetArti
 from edgeseg.files import FolderKind, output_path, staged_folder
 from edgeseg.image_io import read_image
 from edgeseg.ladder import gates_for
-from edgeseg.manifest import MAX_SIDE, OUTPUT_NAMES, POSTPROCESS, InputSpec, Manifest, check_precision
+from edgeseg.manifest import (
+    MAX_SIDE,
+    OUTPUT_NAMES,
+    POSTPROCESS,
+    ClassesInfo,
+    InputSpec,
+    Manifest,
+    check_precision,
+)
 from edgeseg.models import checkpoint_report, count_macs, count_params, create, get_spec, list_models
 
 BUNDLE_FOLDER = FolderKind("edgeseg bundle", bundle_format.MANIFEST, bundle_format.FORMAT)
@@ -99,6 +107,13 @@ def _validate(request: ExportRequest) -> None:
     for what, folder in (("--calib", request.calib), ("--parity-data", request.parity_data)):
         if folder is not None and not folder.is_dir():
             raise FileNotFoundError(f"{what} {folder} is not a folder; pass a folder of images or a segmentation set")
+    if request.classes is not None:
+        ClassesInfo.model_validate(request.classes)
+        if len(request.classes["names"]) != request.num_classes:
+            raise ValueError(
+                f"the classes block names {len(request.classes['names'])} classes for num_classes "
+                f"{request.num_classes}; they must agree"
+            )
     if request.auto_exclude and request.precision != "int8":
         raise ValueError("--auto-exclude keeps int8-sensitive nodes in float; it needs --precision int8")
     h, w = request.input_size
