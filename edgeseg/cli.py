@@ -10,7 +10,9 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from edgeseg.manifest import PRECISIONS, TARGETS
 from edgeseg.runtimes import BACKENDS
@@ -20,6 +22,8 @@ MAX_CLASSES = 65536
 MIN_OPSET = 18
 # edgeseg.models.attention.HEAD_ATTENTION_KINDS, written out so that the CLI imports no torch.
 HEAD_ATTENTION_CHOICES = ("se", "cbam", "ca")
+# The presets of edgeseg/class_presets.json (edgeseg.classes.presets()), written out to keep --help cheap.
+CLASS_PRESETS = ("ade20k", "cityscapes", "voc", "coco-stuff")
 
 
 def _whole_number(text: str) -> int:
@@ -141,19 +145,46 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _download_progress() -> Callable[[int, int | None], None]:
+    """A callback ``(bytes done, total)`` that draws the checkpoint download as a progress bar."""
+    from edgeseg.progress import bar
+
+    shown: list[Any] = []
+
+    def update(done: int, total: int | None) -> None:
+        if not shown:
+            shown.append(bar(total, "downloading weights", "B", scale=True))
+        shown[0].update(done - shown[0].n)
+        if total is not None and done >= total:
+            shown[0].close()
+
+    return update
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from edgeseg.bundle import read_bundle
     from edgeseg.export import ExportRequest, export_bundle
     from edgeseg.imaging import parse_size
     from edgeseg.ladder import parse_gates
+    from edgeseg.weights.choice import choose_export_weights
 
+    weights = choose_export_weights(
+        args.model,
+        weights=args.weights,
+        checkpoint=args.checkpoint,
+        classes=args.classes,
+        num_classes=args.num_classes,
+        progress=_download_progress(),
+    )
     request = ExportRequest(
         model=args.model,
         out=Path(args.out),
         target=args.target,
         input_size=parse_size(args.input_size),
-        num_classes=args.num_classes,
-        checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+        num_classes=weights.num_classes,
+        checkpoint=weights.checkpoint,
+        classes=weights.classes,
+        weights_source=weights.source,
         precision=args.precision,
         opset=args.opset,
         tolerance=args.tolerance,
@@ -175,6 +206,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(
         f"wrote {out} ({manifest.precision}, {manifest.model.weights} weights, {manifest.export['nodes']} ONNX nodes)"
     )
+    if manifest.model.checkpoint is not None and manifest.model.checkpoint.source:
+        print(f"  weights: {manifest.model.checkpoint.source}")
+    if manifest.classes is not None:
+        print(
+            f"  classes: {manifest.classes.preset or 'named'} ({len(manifest.classes.names)}: "
+            f"{', '.join(manifest.classes.names[:4])}, ...)"
+        )
     for name, meta in manifest.files.items():
         print(f"  {name:<16} {meta.bytes / 1e6:8.2f} MB")
     print(_parity_summary(manifest.parity))
@@ -218,6 +256,7 @@ def cmd_convert_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from edgeseg.classes import label_palette
     from edgeseg.predict import segment_source
     from edgeseg.progress import bar
     from edgeseg.runtime import load
@@ -230,9 +269,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     spec = describe_source(args.source)
     kind, out = check_output(args.out, spec.single_image, [spec.path] if spec.path else [])
     segmenter = load(args.bundle, backend=args.backend, threads=args.threads, any_precision=args.any_precision)
+    classes = segmenter.bundle.manifest.classes
     with segmenter, open_source(spec) as source:
         writer = open_writer(
-            kind, out, color=args.color, fps=source.fps, num_classes=segmenter.num_classes, inputs=source.input_files()
+            kind,
+            out,
+            color=args.color,
+            fps=source.fps,
+            num_classes=segmenter.num_classes,
+            inputs=source.input_files(),
+            palette=label_palette(classes.palette if classes else None),
         )
         try:
             counts = [n for n in (source.frame_count, args.max_frames) if n is not None]
@@ -366,6 +412,43 @@ def _add_head_attention_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_weights_arguments(export: argparse.ArgumentParser) -> None:
+    """``--weights``/``--checkpoint`` (one of them), ``--classes`` and ``--num-classes`` of ``edgeseg export``."""
+    source = export.add_mutually_exclusive_group()
+    source.add_argument(
+        "--weights",
+        help="trained weights: a name from `edgeseg weights list` (e.g. ade20k; downloaded once into "
+        "$EDGESEG_HOME, default ~/.cache/edgeseg), a checkpoint file, or hf:OWNER/NAME from the local Hugging Face "
+        "cache (offline); without it the weights are random",
+    )
+    source.add_argument("--checkpoint", help="a checkpoint file (.pth, .bin, .safetensors): the same as --weights PATH")
+    export.add_argument(
+        "--classes",
+        choices=CLASS_PRESETS,
+        help="dataset whose class names and palette go into the bundle (default: the --weights entry's dataset)",
+    )
+    export.add_argument(
+        "--num-classes",
+        type=_num_classes,
+        help="classes the model predicts (default: from --weights or --classes, else 150)",
+    )
+
+
+def cmd_weights_list(args: argparse.Namespace) -> int:
+    from edgeseg.weights.listing import format_catalog
+
+    print(format_catalog(args.model))
+    return 0
+
+
+def _add_weights_parser(sub: argparse._SubParsersAction) -> None:
+    weights = sub.add_parser("weights", help="official released checkpoints that --weights takes by name")
+    actions = weights.add_subparsers(dest="weights_command", required=True)
+    listing = actions.add_parser("list", help="the catalog: per model, name, dataset, training size, mIoU, source")
+    listing.add_argument("--model", help="only this model's entries (a name from `edgeseg models`)")
+    listing.set_defaults(func=cmd_weights_list)
+
+
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser(
         "train",
@@ -425,8 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="export a model to a self-describing bundle")
     export.add_argument("--model", required=True, help="a name from `edgeseg models`")
-    export.add_argument("--checkpoint", help="official checkpoint (.pth); without it the weights are random")
-    export.add_argument("--num-classes", type=_num_classes, default=150, help="classes of the segmentation head")
+    _add_weights_arguments(export)
     export.add_argument(
         "--input-size",
         default="512x512",
@@ -558,6 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_data_parser(sub)
     _add_train_parser(sub)
+    _add_weights_parser(sub)
     return _finish(parser)
 
 

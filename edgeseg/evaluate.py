@@ -67,7 +67,8 @@ def evaluate(
             image, labels = read_sample(sample)
             matrix.update(segmenter.predict(image), labels)
         seconds = time.perf_counter() - start
-    return {
+        named = segmenter.bundle.manifest.classes
+    report: dict[str, Any] = {
         "bundle": str(segmenter.bundle.path),
         "model": segmenter.bundle.model_name,
         "backend": segmenter.backend,
@@ -82,6 +83,13 @@ def evaluate(
         "per_class_iou": {name: json_float(iou) for name, iou in zip(dataset.classes, matrix.iou())},
         "seconds": seconds,
     }
+    if named is not None and tuple(named.names) != tuple(dataset.classes):
+        differing = next(i for i, (a, b) in enumerate(zip(named.names, dataset.classes)) if a != b)
+        report["note"] = (
+            f"the bundle and the dataset name the classes differently (class {differing}: bundle "
+            f"{named.names[differing]!r}, dataset {dataset.classes[differing]!r}); the table uses the dataset's names"
+        )
+    return report
 
 
 def _percent(value: float | None) -> str:
@@ -100,4 +108,6 @@ def format_report(report: dict[str, Any]) -> str:
     lines += [f"  {name:<{width}}  {_percent(iou):>7}" for name, iou in report["per_class_iou"].items()]
     lines.append(f"  {'mIoU':<{width}}  {_percent(report['miou']):>7}")
     lines.append(f"  {'pixel accuracy':<{width}}  {_percent(report['pixel_accuracy']):>7}")
+    if report.get("note"):
+        lines.append(f"  note: {report['note']}")
     return "\n".join(lines)

@@ -170,8 +170,13 @@ def palette(num_colors: int = 256) -> np.ndarray:
     return colors
 
 
-def write_label_png(path: str | Path, labels: np.ndarray, *, colorize: bool = False) -> None:
-    """Save a label map: class indices as an 8- or 16-bit grayscale PNG, or a palette PNG with ``colorize``."""
+def write_label_png(
+    path: str | Path, labels: np.ndarray, *, colorize: bool = False, colors: np.ndarray | None = None
+) -> None:
+    """Save a label map: class indices as an 8- or 16-bit grayscale PNG, or a palette PNG with ``colorize``.
+
+    ``colors`` (256×3 uint8) is the palette; default :func:`palette`.
+    """
     image_module = _pillow()
     if labels.ndim != 2:
         raise ValueError(f"labels must be H×W, got shape {labels.shape}")
@@ -179,7 +184,7 @@ def write_label_png(path: str | Path, labels: np.ndarray, *, colorize: bool = Fa
         if labels.max(initial=0) > 255:
             raise ValueError("--color supports at most 256 classes; write indices instead")
         image = image_module.fromarray(labels.astype(np.uint8), mode="P")
-        image.putpalette(palette().ravel().tolist())
+        image.putpalette((palette() if colors is None else np.asarray(colors, dtype=np.uint8)).ravel().tolist())
     elif labels.max(initial=0) <= 255:
         image = image_module.fromarray(labels.astype(np.uint8), mode="L")
     else:

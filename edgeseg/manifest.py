@@ -246,6 +246,7 @@ class CheckpointInfo(_Strict):
 
     file: Name
     sha256: Sha256
+    source: Annotated[str, StringConstraints(max_length=2048)] | None = None  # a catalog entry, URL or hf:REPO
     ignored_keys: list[str] = []
     initialised_keys: list[str] = []
     shared_module_copies: Annotated[int, Field(ge=0)] = 0
@@ -270,6 +271,24 @@ class ModelInfo(_Strict):
     def _weights(self) -> ModelInfo:
         if (self.weights == "checkpoint") != (self.checkpoint is not None):
             raise ValueError("weights 'checkpoint' and a checkpoint entry go together")
+        return self
+
+
+Channel = Annotated[int, Field(ge=0, le=255)]
+
+
+class ClassesInfo(_Strict):
+    """What each class index means: ``names[i]`` is class ``i``, drawn in ``palette[i]`` (RGB) by ``--color``."""
+
+    preset: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")] | None = None
+    names: Annotated[list[Name], Field(min_length=1, max_length=MAX_CLASSES)]
+    palette: Annotated[list[tuple[Channel, Channel, Channel]], Field(max_length=MAX_CLASSES)] | None = None
+    source: Annotated[str, StringConstraints(max_length=2048)] | None = None
+
+    @model_validator(mode="after")
+    def _one_colour_per_class(self) -> ClassesInfo:
+        if self.palette is not None and len(self.palette) != len(self.names):
+            raise ValueError(f"palette has {len(self.palette)} colours for {len(self.names)} class names")
         return self
 
 
@@ -317,6 +336,7 @@ class Manifest(_Strict):
     format_version: Literal[2] = FORMAT_VERSION
     created: str | None = None
     model: ModelInfo
+    classes: ClassesInfo | None = None
     input: InputSpec
     frame: FrameSpec | None = None
     outputs: Annotated[list[OutputSpec], Field(min_length=1, max_length=len(OUTPUT_KINDS))]
@@ -358,6 +378,10 @@ class Manifest(_Strict):
         names = [o.name for o in self.outputs]
         if len(set(kinds)) != len(kinds) or len(set(names)) != len(names):
             raise ValueError(f"outputs repeat a kind or a name: {list(zip(kinds, names))}")
+        if self.classes is not None and len(self.classes.names) != self.model.num_classes:
+            raise ValueError(
+                f"classes.names has {len(self.classes.names)} names for model.num_classes {self.model.num_classes}"
+            )
         for output in self.outputs:
             if output.num_classes not in (None, self.model.num_classes):
                 raise ValueError(f"output {output.name} shape {output.shape} does not have model.num_classes channels")

@@ -45,9 +45,20 @@ def bars_enabled() -> bool:
     return sys.stderr.isatty() if _settings.bars is None else _settings.bars
 
 
-def bar(total: int | None, desc: str, unit: str = "it") -> tqdm:
-    """A tqdm bar on stderr (disabled when bars are off); ``update(n)`` it, ``close()`` it or use it in ``with``."""
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not bars_enabled(), mininterval=0.25)
+def bar(total: int | None, desc: str, unit: str = "it", scale: bool = False) -> tqdm:
+    """A tqdm bar on stderr (disabled when bars are off); ``update(n)`` it, ``close()`` it or use it in ``with``.
+
+    ``scale`` shows counts with SI prefixes (bytes as kB, MB).
+    """
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        unit_scale=scale,
+        file=sys.stderr,
+        disable=not bars_enabled(),
+        mininterval=0.25,
+    )
 
 
 def say(line: str) -> None:

@@ -54,15 +54,15 @@ class LabelWriter:
 class LabelPng(LabelWriter):
     """One label PNG at ``path`` (a single image)."""
 
-    def __init__(self, path: Path, color: bool) -> None:
-        self.path, self.color = path, color
+    def __init__(self, path: Path, color: bool, colors: np.ndarray | None = None) -> None:
+        self.path, self.color, self.colors = path, color, colors
         self._temporary = _temporary_sibling(path)
         self._written = 0
 
     def write(self, frame: Frame, labels: np.ndarray) -> None:
         if self._written:
             raise ValueError(f"--out {self.path} is one PNG; give a folder to write one PNG per frame")
-        write_label_png(self._temporary, labels, colorize=self.color)
+        write_label_png(self._temporary, labels, colorize=self.color, colors=self.colors)
         self._written = 1
 
     def commit(self) -> str:
@@ -81,8 +81,8 @@ class LabelPngFolder(LabelWriter):
     Refuses to write over any of ``inputs`` (e.g. a folder of PNG images segmented into itself).
     """
 
-    def __init__(self, folder: Path, color: bool, inputs: list[Path]) -> None:
-        self.folder, self.color = folder, color
+    def __init__(self, folder: Path, color: bool, inputs: list[Path], colors: np.ndarray | None = None) -> None:
+        self.folder, self.color, self.colors = folder, color, colors
         self._inputs = {p.resolve() for p in inputs}
         self._stage = _temporary_sibling(folder / "labels")
         self._stage.mkdir()
@@ -98,7 +98,7 @@ class LabelPngFolder(LabelWriter):
         if target.is_dir():
             raise ValueError(f"--out {self.folder}: {target} is a folder; give another folder")
         self._names.add(name)
-        write_label_png(self._stage / name, labels, colorize=self.color)
+        write_label_png(self._stage / name, labels, colorize=self.color, colors=self.colors)
 
     def commit(self) -> str:
         if not self._names:
@@ -115,7 +115,7 @@ class LabelPngFolder(LabelWriter):
 class VideoFile(LabelWriter):
     """A colour-overlay (``.mp4``) or lossless label (``.mkv``) video at ``path``, opened at the first frame's size."""
 
-    def __init__(self, path: Path, fps: float | None, num_classes: int) -> None:
+    def __init__(self, path: Path, fps: float | None, num_classes: int, colors: np.ndarray | None = None) -> None:
         self.path = path
         self.mode = VIDEO_OUTPUTS[path.suffix.lower()]
         if self.mode == "labels" and num_classes > 256:
@@ -128,7 +128,7 @@ class VideoFile(LabelWriter):
         self._temporary = _temporary_sibling(path, path.suffix)
         self._writer: Any = None
         self._size: tuple[int, int] | None = None
-        self._colors = palette()
+        self._colors = palette() if colors is None else colors
         self._frames = 0
 
     def _open(self, height: int, width: int) -> None:
@@ -202,11 +202,21 @@ def check_output(out: str, single_image: bool, inputs: list[Path]) -> tuple[str,
 
 
 def open_writer(
-    kind: str, path: Path, *, color: bool, fps: float | None, num_classes: int, inputs: list[Path]
+    kind: str,
+    path: Path,
+    *,
+    color: bool,
+    fps: float | None,
+    num_classes: int,
+    inputs: list[Path],
+    palette: np.ndarray | None = None,
 ) -> LabelWriter:
-    """The writer for an output checked by :func:`check_output`; ``inputs`` are files it must never replace."""
+    """The writer for an output checked by :func:`check_output`; ``inputs`` are files it must never replace.
+
+    ``palette`` (256×3 uint8, e.g. the bundle's class colours) colours ``--color`` PNGs and overlay videos.
+    """
     if kind == "png":
-        return LabelPng(path, color)
+        return LabelPng(path, color, palette)
     if kind == "folder":
-        return LabelPngFolder(path, color, inputs)
-    return VideoFile(path, fps, num_classes)
+        return LabelPngFolder(path, color, inputs, palette)
+    return VideoFile(path, fps, num_classes, palette)

@@ -73,5 +73,5 @@ def test_every_option_says_what_it_is_and_help_shows_defaults() -> None:
     assert not undocumented
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     text = " ".join(sub.choices["export"].format_help().split())
-    assert "classes of the segmentation head (default: 150)" in text and "(default: fp32)" in text
+    assert "the runtime the bundle is built for (default: onnxruntime)" in text and "(default: fp32)" in text
     assert "(default: None)" not in text and "(default: False)" not in text

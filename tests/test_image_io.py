@@ -119,7 +119,7 @@ def test_huge_header_is_refused_before_decoding(tmp_path: Path) -> None:
     (tmp_path / "bomb.png").write_bytes(png_bytes(12000, 12000, 8, 0, b"\x00" * 12001))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with pytest.raises(ImageFileError, match=r"bomb.png: is 12000x12000 \(HxW\) = 144,000,000 pixels, over the limit"):
+        with pytest.raises(ImageFileError, match=r"bomb.png: is 12000x12000 \(HxW\) = 144,000,000 pixels"):
             read_image(tmp_path / "bomb.png")
         # Above Pillow's own limit too: its DecompressionBombError becomes our error.
         (tmp_path / "huge.png").write_bytes(png_bytes(30000, 30000, 8, 0, b"\x00"))

@@ -35,7 +35,15 @@ from edgeseg.export.targets import BUILDERS, ONNX_FILE, BuildOptions, TargetArti
 from edgeseg.files import FolderKind, output_path, staged_folder
 from edgeseg.image_io import read_image
 from edgeseg.ladder import gates_for
-from edgeseg.manifest import MAX_SIDE, OUTPUT_NAMES, POSTPROCESS, InputSpec, Manifest, check_precision
+from edgeseg.manifest import (
+    MAX_SIDE,
+    OUTPUT_NAMES,
+    POSTPROCESS,
+    ClassesInfo,
+    InputSpec,
+    Manifest,
+    check_precision,
+)
 from edgeseg.models import checkpoint_report, count_macs, count_params, create, get_spec, list_models
 from edgeseg.progress import quiet_third_party, stage
 
@@ -72,6 +80,8 @@ class ExportRequest:
     outputs: tuple[str, ...] = ("logits",)
     frame_size: tuple[int, int] | None = None
     head_attention: str | None = None  # "se", "cbam" or "ca": a block in the all-MLP head (models.create)
+    classes: dict[str, Any] | None = None  # the manifest's classes block (edgeseg.weights.choice)
+    weights_source: str | None = None  # where the checkpoint came from: a catalog entry and URL, hf:REPO
 
     @property
     def plan(self) -> FramePlan:
@@ -98,6 +108,13 @@ def _validate(request: ExportRequest) -> None:
     for what, folder in (("--calib", request.calib), ("--parity-data", request.parity_data)):
         if folder is not None and not folder.is_dir():
             raise FileNotFoundError(f"{what} {folder} is not a folder; pass a folder of images or a segmentation set")
+    if request.classes is not None:
+        ClassesInfo.model_validate(request.classes)
+        if len(request.classes["names"]) != request.num_classes:
+            raise ValueError(
+                f"the classes block names {len(request.classes['names'])} classes for num_classes "
+                f"{request.num_classes}; they must agree"
+            )
     if request.auto_exclude and request.precision != "int8":
         raise ValueError("--auto-exclude keeps int8-sensitive nodes in float; it needs --precision int8")
     h, w = request.input_size
@@ -153,6 +170,7 @@ def _weights_entry(request: ExportRequest, model: torch.nn.Module) -> dict[str, 
         "checkpoint": {
             "file": request.checkpoint.name,
             "sha256": bundle_format.sha256_of(request.checkpoint),
+            "source": request.weights_source,
             "ignored_keys": report.ignored,
             "initialised_keys": report.initialised,
             "shared_module_copies": sum(len(v) - 1 for v in report.deduplicated.values()),
@@ -419,6 +437,7 @@ def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> Manife
             "macs": count_macs(model, request.input_size),
             "macs_input_size": list(request.input_size),
         },
+        "classes": request.classes,
         "input": input_spec,
         "frame": frame,
         "outputs": outputs,
