@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from edgeseg.manifest import PRECISIONS, TARGETS
+from edgeseg.remote.options import add_remote_arguments
 from edgeseg.runtimes import BACKENDS
 
 # Label PNGs hold 16-bit class indices.
@@ -273,6 +274,10 @@ def cmd_lint(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from edgeseg.bench import benchmark, format_table
 
+    if args.device or args.devices:
+        from edgeseg.remote.command import bench_on_devices
+
+        return bench_on_devices(args)
     records = []
     for bundle in args.bundles:
         for threads in args.threads or [None]:
@@ -511,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="model: logits only; end-to-end: one 720p image to labels; stream: pipelined 720p frames (throughput)",
     )
     bench.add_argument("--json", help="also write the records as JSON")
+    add_remote_arguments(bench)
     bench.set_defaults(func=cmd_bench)
 
     _add_data_parser(sub)

@@ -1,0 +1,254 @@
+"""Benchmarks on remote devices over SSH, against real asyncssh servers on 127.0.0.1 (tests/loopback_ssh.py).
+
+Each "device" is a temporary home folder; its commands run on this machine. Only loopback devices are tested.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from edgeseg.bench import benchmark
+from edgeseg.bundle import MANIFEST, sha256_of
+from edgeseg.cli import main
+from edgeseg.remote.device import DeviceAddress
+from edgeseg.remote.fleet import load_devices
+from tests.loopback_ssh import LoopbackSSH, ServerKeys
+
+WORKTREE = Path(__file__).resolve().parents[1]
+FAST = ["--warmup", "1", "--iters", "3"]
+# Hides ONNX Runtime from a Python that otherwise has edgeseg: a device without the bundle's backend.
+NO_ONNXRUNTIME = """\
+import sys
+
+class _NoOnnxRuntime:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "onnxruntime":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, _NoOnnxRuntime())
+"""
+
+
+@dataclass(frozen=True)
+class Loopback:
+    """Two devices sharing one home: ``port`` behaves, ``drop_port`` drops the connection during a benchmark."""
+
+    home: Path
+    port: int
+    drop_port: int
+    key: Path
+    other_key: Path  # a key the devices do not accept
+    known_hosts: Path
+
+    def address(self, port: int | None = None) -> str:
+        return f"ssh://tester@127.0.0.1:{port or self.port}"
+
+    def options(self, port: int | None = None) -> list[str]:
+        return ["--device", self.address(port), "--key", str(self.key), "--known-hosts", str(self.known_hosts)]
+
+    @property
+    def bundle_cache(self) -> Path:
+        return self.home / ".cache" / "edgeseg" / "bundles"
+
+
+def _wrapper(path: Path, line: str) -> None:
+    path.write_text(f"#!/bin/sh\n{line}\n")
+    path.chmod(0o755)
+
+
+def _free_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def loopback(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loopback]:
+    root = tmp_path_factory.mktemp("loopback")
+    home, bin_dir, blocker = root / "home", root / "home" / "bin", root / "no-onnxruntime"
+    bin_dir.mkdir(parents=True)
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(NO_ONNXRUNTIME)
+    _wrapper(bin_dir / "python3", f'exec {sys.executable} "$@"')
+    _wrapper(bin_dir / "python-no-edgeseg", f'exec {sys._base_executable} -E -s "$@"')
+    _wrapper(bin_dir / "python-no-onnxruntime", f'PYTHONPATH={blocker}:{WORKTREE} exec {sys.executable} "$@"')
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+    client_key, other_key = (asyncssh.generate_private_key("ssh-ed25519") for _ in range(2))
+    for name, key in (("id_client", client_key), ("id_other", other_key)):
+        key.write_private_key(str(root / name))
+        (root / name).chmod(0o600)
+    (root / "authorized_keys").write_bytes(client_key.export_public_key())
+    env = {"HOME": str(home), "PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHONPATH": str(WORKTREE), "LANG": "C.UTF-8"}
+    keys = ServerKeys(host_key, root / "authorized_keys")
+    ssh = LoopbackSSH()
+    try:
+        port = ssh.start(keys, home, env)
+        drop_port = ssh.start(keys, home, env, drop_on="benchmark(")
+        public = host_key.export_public_key().decode()
+        (root / "known_hosts").write_text("".join(f"[127.0.0.1]:{p} {public}" for p in (port, drop_port)))
+        yield Loopback(home, port, drop_port, root / "id_client", root / "id_other", root / "known_hosts")
+    finally:
+        ssh.close()
+
+
+def _bench(tmp_path: Path, bundle: Path, options: list[str]) -> tuple[int, Path]:
+    """Run `edgeseg bench` with ``options``; return its exit status and the --json path."""
+    out = tmp_path / "result.json"
+    return main(["bench", str(bundle), *FAST, "--json", str(out), *options]), out
+
+
+def test_remote_record_has_the_local_keys_and_the_copy_is_cached(
+    loopback: Loopback, tiny_bundle: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = tiny_bundle()
+    shutil.rmtree(loopback.bundle_cache, ignore_errors=True)
+    rc, out = _bench(tmp_path, bundle, loopback.options())
+    assert rc == 0, capsys.readouterr().err
+    [record] = json.loads(out.read_text())
+    local = benchmark(bundle, warmup=1, iters=3)
+    assert set(record) == set(local) | {"device"}
+    assert record["bundle"] == str(bundle) and record["backend"] == "onnxruntime" and not record["torch_imported"]
+    assert record["latency_ms"]["n"] == 3 and record["model"] == local["model"]
+    device = record["device"]
+    assert device["name"] == "127.0.0.1" and device["address"] == loopback.address()
+    assert device["packages"]["onnxruntime"] and device["edgeseg_version"] and device["cpu_model"]
+    assert device["bundle_copied"] is True
+    cached = loopback.bundle_cache / sha256_of(bundle / MANIFEST)
+    assert device["bundle_cache"] == "~/" + str(cached.relative_to(loopback.home))
+    assert sorted(p.name for p in cached.iterdir()) == sorted(p.name for p in bundle.iterdir())
+    assert "Device ssh://" in capsys.readouterr().out
+
+    rc, out = _bench(tmp_path, bundle, loopback.options())
+    assert rc == 0
+    [again] = json.loads(out.read_text())
+    assert again["device"]["bundle_copied"] is False
+    assert [p.name for p in loopback.bundle_cache.iterdir()] == [cached.name]  # no staging folder left
+
+
+def _expect_failure(tmp_path: Path, bundle: Path, options: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    rc, _ = _bench(tmp_path, bundle, options)
+    assert rc == 2
+    assert list(tmp_path.iterdir()) == []  # no result file, not even a partial one
+    return capsys.readouterr().err
+
+
+def test_wrong_key_is_refused(loopback: Loopback, tiny_bundle: Callable[..., Path], tmp_path: Path, capsys) -> None:
+    options = loopback.options()
+    options[options.index("--key") + 1] = str(loopback.other_key)
+    err = _expect_failure(tmp_path, tiny_bundle(), options, capsys)
+    assert "refused the key" in err and "authorized_keys" in err
+
+
+def test_unknown_host_key_is_refused(
+    loopback: Loopback, tiny_bundle: Callable[..., Path], tmp_path: Path, capsys
+) -> None:
+    empty = tmp_path.parent / f"{tmp_path.name}-known_hosts"
+    empty.write_text("")
+    options = loopback.options()
+    options[options.index("--known-hosts") + 1] = str(empty)
+    err = _expect_failure(tmp_path, tiny_bundle(), options, capsys)
+    assert "host key is not trusted" in err and f"ssh-keyscan -p {loopback.port} 127.0.0.1 >> {empty}" in err
+
+
+def test_refused_port(loopback: Loopback, tiny_bundle: Callable[..., Path], tmp_path: Path, capsys) -> None:
+    err = _expect_failure(tmp_path, tiny_bundle(), loopback.options(_free_port()), capsys)
+    assert "refused the connection" in err and "sshd" in err
+
+
+@pytest.mark.parametrize(
+    ("python", "message"),
+    [
+        ("python-no-edgeseg", "no edgeseg; run on the device: python-no-edgeseg -m pip install 'edgeseg[onnxruntime]'"),
+        ("python-no-onnxruntime", "but not onnxruntime for the onnxruntime backend; run on the device: "),
+        ("no-such-python", "there is no Python at 'no-such-python'"),
+    ],
+)
+def test_device_without_edgeseg_or_backend(
+    loopback: Loopback, tiny_bundle: Callable[..., Path], tmp_path: Path, capsys, python: str, message: str
+) -> None:
+    err = _expect_failure(tmp_path, tiny_bundle(), [*loopback.options(), "--python", python], capsys)
+    assert message in err
+
+
+def test_connection_dropped_mid_run(
+    loopback: Loopback, tiny_bundle: Callable[..., Path], tmp_path: Path, capsys
+) -> None:
+    err = _expect_failure(tmp_path, tiny_bundle(), loopback.options(loopback.drop_port), capsys)
+    assert "did not finish (the SSH connection was lost); nothing was recorded" in err
+
+
+def test_fleet_reports_the_dead_device_and_completes_the_live_one(
+    loopback: Loopback, tiny_bundle: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    devices = tmp_path / "devices.toml"
+    devices.write_text(
+        f'[[device]]\nname = "live"\naddress = "{loopback.address()}"\nkey = "{loopback.key}"\ntags = ["x86"]\n\n'
+        f'[[device]]\nname = "dead"\naddress = "{loopback.address(_free_port())}"\nkey = "{loopback.key}"\n'
+    )
+    out, plot = tmp_path / "fleet.json", tmp_path / "fleet.png"
+    options = ["--devices", str(devices), "--known-hosts", str(loopback.known_hosts), "--plot", str(plot)]
+    rc = main(["bench", str(tiny_bundle()), *FAST, "--json", str(out), *options])
+    assert rc == 1  # a device failed
+    result = json.loads(out.read_text())
+    [record] = result["records"]
+    assert record["device"]["name"] == "live" and record["device"]["tags"] == ["x86"]
+    [failure] = result["failures"]
+    assert failure["device"] == "dead" and "refused the connection" in failure["error"]
+    table = capsys.readouterr().out
+    assert "| live | tiny-conv |" in table and "| dead | (all) |" in table and "FAILED: device dead" in table
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---- addresses and devices.toml ------------------------------------------------------------------
+
+
+def test_device_addresses() -> None:
+    assert DeviceAddress.parse("ssh://pi@raspberrypi.local") == DeviceAddress("pi", "raspberrypi.local", 22)
+    assert DeviceAddress.parse("ssh://root@[fe80::1]:2222") == DeviceAddress("root", "fe80::1", 2222)
+    assert str(DeviceAddress("a", "::1", 22)) == "ssh://a@[::1]:22"
+    for bad in ("pi@host", "ssh://host", "ssh://pi@host:0", "ssh://pi@host:99999", "ssh://p i@host", "ssh://pi@-x"):
+        with pytest.raises(ValueError, match="ssh://user@host"):
+            DeviceAddress.parse(bad)
+
+
+def test_devices_toml(tmp_path: Path) -> None:
+    path = tmp_path / "devices.toml"
+    path.write_text(
+        '[[device]]\nname = "jetson"\naddress = "ssh://nv@10.0.0.5:2200"\nkey = "keys/jetson"\n'
+        'python = "~/venv/bin/python"\ntags = ["arm64", "orin"]\n\n[[device]]\nname = "pi"\naddress = "ssh://pi@pi"\n'
+    )
+    jetson, pi = load_devices(path)
+    assert jetson.address == DeviceAddress("nv", "10.0.0.5", 2200) and jetson.key == tmp_path / "keys" / "jetson"
+    assert jetson.python == "~/venv/bin/python" and jetson.tags == ("arm64", "orin")
+    assert pi.key is None and pi.python == "python3" and pi.tags == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[[device]]\nname = "a"\naddress = "ssh://u@h"\nport = 22\n', "device.0.port: Extra inputs"),
+        ('[[device]]\nname = "a"\n', "device.0.address: Field required"),
+        ('[[device]]\nname = "a"\naddress = "u@h"\n', "device a: device address 'u@h' is not of the form"),
+        ('[[device]]\nname = "a"\naddress = "ssh://u@h"\ntags = "x"\n', "device.0.tags"),
+        ('[[device]]\nname = "a b"\naddress = "ssh://u@h"\n', "device.0.name"),
+        ('[[device]]\nname = "a"\naddress = "ssh://u@h"\n[[device]]\nname = "a"\naddress = "ssh://u@g"\n', "unique"),
+        ("device = [", "not valid TOML"),
+        ("", "device: Field required"),
+    ],
+)
+def test_devices_toml_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "devices.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_devices(path)
