@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from edgeseg.manifest import PRECISIONS, TARGETS
-from edgeseg.remote.options import add_remote_arguments
+from edgeseg.remote.options import add_remote_arguments, reject_remote_options
 from edgeseg.runtimes import BACKENDS
 
 # Label PNGs hold 16-bit class indices.
@@ -278,6 +278,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from edgeseg.remote.command import bench_on_devices
 
         return bench_on_devices(args)
+    reject_remote_options(args)
     records = []
     for bundle in args.bundles:
         for threads in args.threads or [None]:

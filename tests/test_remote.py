@@ -252,3 +252,20 @@ def test_devices_toml_errors(tmp_path: Path, text: str, message: str) -> None:
     path.write_text(text)
     with pytest.raises(ValueError, match=message):
         load_devices(path)
+
+
+def test_options_of_remote_runs(tiny_bundle: Callable[..., Path], tmp_path: Path, capsys) -> None:
+    bundle = str(tiny_bundle())
+    assert main(["bench", bundle, "--plot", str(tmp_path / "p.png"), "--key", "k"]) == 2
+    assert "--key, --plot only apply to remote runs" in capsys.readouterr().err
+    devices = tmp_path / "devices.toml"
+    devices.write_text('[[device]]\nname = "a"\naddress = "ssh://u@h"\n')
+    assert main(["bench", bundle, "--devices", str(devices), "--python", "python3.12"]) == 2
+    assert "set key and python per device in devices.toml" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", bundle, "--device", "ssh://u@h", "--devices", str(devices)])
+    assert "not allowed with argument" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", bundle, "--device", "u@h"])
+    assert "is not of the form ssh://user@host[:port]" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [devices]

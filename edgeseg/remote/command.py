@@ -13,7 +13,7 @@ except ImportError:
     raise ImportError("benchmarking on devices needs asyncssh on this machine: pip install 'edgeseg[remote]'") from None
 
 from edgeseg.bench import format_table
-from edgeseg.remote.device import Device, DeviceAddress
+from edgeseg.remote.device import DEFAULT_PYTHON, Device, DeviceAddress
 from edgeseg.remote.fleet import FleetResult, load_devices, run_fleet
 from edgeseg.remote.report import fleet_table, plot_latency, write_json_atomically
 from edgeseg.remote.session import BenchSettings, Job, bench_device, checked_bundle
@@ -23,7 +23,7 @@ from edgeseg.remote.wheel import build_wheel
 def _devices(args: argparse.Namespace) -> list[Device]:
     """The fleet of ``--devices``, or the one ``--device`` with ``--key`` and ``--python``."""
     if args.devices:
-        if args.key or args.python != "python3":
+        if args.key or args.python != DEFAULT_PYTHON:
             raise ValueError("with --devices, set key and python per device in devices.toml, not on the command line")
         return load_devices(Path(args.devices))
     address = DeviceAddress.parse(args.device)

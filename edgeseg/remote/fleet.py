@@ -81,14 +81,18 @@ class FleetResult:
     failures: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _failure(device: Device, job: Job | None, error: str) -> dict[str, Any]:
-    """A failure entry: the device, the job (None: the device as a whole) and the error message."""
+def _failure(device: Device, job: Job | None, backend: str | None, error: str) -> dict[str, Any]:
+    """A failure entry: the device, the job (None: the device as a whole), the backend asked for, the error."""
+    bundle = None if job is None else job.bundle
     return {
         "device": device.name,
         "address": str(device.address),
         "tags": list(device.tags),
-        "bundle": None if job is None else str(job.bundle.path),
-        "model": None if job is None else job.bundle.model_name,
+        "bundle": None if bundle is None else str(bundle.path),
+        "model": None if bundle is None else bundle.model_name,
+        "input_size": None if bundle is None else list(bundle.input_size),
+        "precision": None if bundle is None else bundle.precision,
+        "backend": backend or (None if bundle is None else bundle.default_backend),
         "threads": None if job is None else job.threads,
         "error": error,
     }
@@ -104,14 +108,16 @@ async def _run_device(device: Device, jobs: list[Job], settings: BenchSettings) 
                 try:
                     result.records.append(await session.benchmark(job))
                 except ConnectionFailed as error:
-                    result.failures.append(_failure(device, job, str(error)))
-                    result.failures += [_failure(device, later, f"not run: {error}") for later in jobs[index + 1 :]]
+                    result.failures.append(_failure(device, job, settings.backend, str(error)))
+                    result.failures += [
+                        _failure(device, later, settings.backend, f"not run: {error}") for later in jobs[index + 1 :]
+                    ]
                     break
                 except RemoteError as error:
-                    result.failures.append(_failure(device, job, str(error)))
+                    result.failures.append(_failure(device, job, settings.backend, str(error)))
     except ConnectionFailed as error:
         if not result.failures:  # the connection itself failed: one entry for the device
-            result.failures.append(_failure(device, None, str(error)))
+            result.failures.append(_failure(device, None, settings.backend, str(error)))
     return result
 
 

@@ -45,3 +45,21 @@ def add_remote_arguments(bench: argparse.ArgumentParser) -> None:
         help="build a wheel of this checkout and install it with the backend into ~/.cache/edgeseg/venv on the device",
     )
     group.add_argument("--plot", metavar="PNG", help="also plot latency per bundle x device (needs matplotlib)")
+
+
+def reject_remote_options(args: argparse.Namespace) -> None:
+    """ValueError when an option that only concerns devices is given to a local run."""
+    given = [
+        option
+        for option, used in (
+            ("--key", args.key is not None),
+            ("--python", args.python != DEFAULT_PYTHON),
+            ("--known-hosts", args.known_hosts != str(DEFAULT_KNOWN_HOSTS)),
+            ("--connect-timeout", args.connect_timeout != CONNECT_TIMEOUT_S),
+            ("--install-wheel", args.install_wheel),
+            ("--plot", args.plot is not None),
+        )
+        if used
+    ]
+    if given:
+        raise ValueError(f"{', '.join(given)} only apply to remote runs: add --device or --devices")

@@ -35,9 +35,12 @@ def _record_row(r: dict[str, Any]) -> list[str]:
 
 
 def _failure_row(f: dict[str, Any]) -> list[str]:
-    threads = "–" if f["bundle"] is None else "default" if f["threads"] is None else str(f["threads"])
-    return [f["device"], f["model"] or "(all)", "–", "–", "–", threads, "–", "–", "–", "–", "–", "–", "–",
-            "FAILED: " + f["error"].splitlines()[0]]  # fmt: skip
+    if f["bundle"] is None:
+        job = ["(all)", "–", f["backend"] or "–", "–", "–"]
+    else:
+        threads = "default" if f["threads"] is None else str(f["threads"])
+        job = [f["model"], "{}x{}".format(*f["input_size"]), f["backend"], f["precision"], threads]
+    return [f["device"], *job, "–", "–", "–", "–", "–", "–", "–", "FAILED: " + f["error"].splitlines()[0]]
 
 
 def _device_line(device: dict[str, Any]) -> str:
@@ -58,8 +61,10 @@ def fleet_table(records: Sequence[dict[str, Any]], failures: Sequence[dict[str, 
     boundaries = "; ".join(f"{b}: {BOUNDARIES[b]}" for b in sorted({r["boundary"] for r in records}))
     head = f"Timing boundary — {boundaries or 'none measured'}. Latency in ms; MB = MiB."
     lines = [head, "", "| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
-    rows = [_record_row(r) for r in records] + [_failure_row(f) for f in failures]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    rows = [(r["device"]["name"], _record_row(r)) for r in records] + [(f["device"], _failure_row(f)) for f in failures]
+    order = {name: index for index, name in enumerate(dict.fromkeys(name for name, _ in rows))}
+    rows.sort(key=lambda row: order[row[0]])  # stable: each device's jobs stay in their order
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for _, row in rows]
     devices = {r["device"]["name"]: r["device"] for r in records}
     if devices:
         lines += ["", "Devices:", *(_device_line(d) for d in devices.values())]
@@ -104,6 +109,8 @@ def plot_latency(records: Sequence[dict[str, Any]], path: Path) -> bool:
         axes.bar(xs, medians, width, yerr=errors, capsize=3, label=device)
     axes.set_xticks(range(len(jobs)), jobs, rotation=20, ha="right", fontsize=8)
     axes.set_ylabel("latency, ms (bar: median; whiskers: min to p99)")
+    boundaries = ", ".join(sorted({r["boundary"] for r in records}))
+    axes.set_title(f"edgeseg bench per bundle and device, {boundaries} boundary")
     axes.legend(title="device")
     figure.tight_layout()
     path = Path(os.path.abspath(path))
