@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,11 +42,15 @@ sys.meta_path.insert(0, _NoOnnxRuntime())
 
 @dataclass(frozen=True)
 class Loopback:
-    """Two devices sharing one home: ``port`` behaves, ``drop_port`` drops the connection during a benchmark."""
+    """Devices: ``port`` behaves, ``drop_port`` drops the connection during a benchmark (both share one home),
+    ``bare_port`` has a home of its own, no edgeseg on its PYTHONPATH and no package index (for --install-wheel).
+    """
 
     home: Path
     port: int
     drop_port: int
+    bare_port: int
+    bare_home: Path
     key: Path
     other_key: Path  # a key the devices do not accept
     known_hosts: Path
@@ -95,9 +100,16 @@ def loopback(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loopback]:
     try:
         port = ssh.start(keys, home, env)
         drop_port = ssh.start(keys, home, env, drop_on="benchmark(")
+        bare_home = root / "bare-home"
+        bare_home.mkdir()
+        bare_env = {"HOME": str(bare_home), "PATH": f"{bin_dir}:/usr/bin:/bin", "PIP_NO_INDEX": "1", "LANG": "C.UTF-8"}
+        bare_port = ssh.start(keys, bare_home, bare_env)
         public = host_key.export_public_key().decode()
-        (root / "known_hosts").write_text("".join(f"[127.0.0.1]:{p} {public}" for p in (port, drop_port)))
-        yield Loopback(home, port, drop_port, root / "id_client", root / "id_other", root / "known_hosts")
+        known = "".join(f"[127.0.0.1]:{p} {public}" for p in (port, drop_port, bare_port))
+        (root / "known_hosts").write_text(known)
+        yield Loopback(
+            home, port, drop_port, bare_port, bare_home, root / "id_client", root / "id_other", root / "known_hosts"
+        )
     finally:
         ssh.close()
 
@@ -188,6 +200,24 @@ def test_connection_dropped_mid_run(
     assert "did not finish (the SSH connection was lost); nothing was recorded" in err
 
 
+@pytest.mark.slow
+def test_install_wheel_puts_this_checkout_into_a_venv_on_the_device(
+    loopback: Loopback, tiny_bundle: Callable[..., Path], tmp_path: Path, capsys
+) -> None:
+    """The base Python has numpy and pydantic but no edgeseg; no package index is reachable, so the venv (which
+    sees the system packages) gets edgeseg from the wheel alone. TensorRT is missing there: the check says so."""
+    options = [*loopback.options(loopback.bare_port), "--python", "python-no-edgeseg", "--install-wheel"]
+    err = _expect_failure(tmp_path, tiny_bundle(), [*options, "--backend", "tensorrt"], capsys)
+    venv_python = "~/.cache/edgeseg/venv/bin/python"
+    assert f"({venv_python}, Python" in err and "has edgeseg 0.1.0 but not tensorrt" in err
+    [wheel] = (loopback.bare_home / ".cache" / "edgeseg" / "wheels").glob("*/edgeseg-*.whl")
+    installed = subprocess.run(
+        [str(loopback.bare_home / venv_python[2:]), "-c", "import edgeseg.remote; print(edgeseg.remote.__file__)"],
+        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, cwd=loopback.bare_home, check=True,
+    ).stdout  # fmt: skip
+    assert str(loopback.bare_home / ".cache" / "edgeseg" / "venv") in installed and wheel.stat().st_size > 0
+
+
 def test_fleet_reports_the_dead_device_and_completes_the_live_one(
     loopback: Loopback, tiny_bundle: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -269,3 +299,9 @@ def test_options_of_remote_runs(tiny_bundle: Callable[..., Path], tmp_path: Path
         main(["bench", bundle, "--device", "u@h"])
     assert "is not of the form ssh://user@host[:port]" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == [devices]
+
+
+def test_remote_benchmarks_import_no_torch() -> None:
+    script = "import sys, edgeseg.remote.command; assert 'torch' not in sys.modules, 'torch'"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
