@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from edgeseg.manifest import PRECISIONS, TARGETS
-from edgeseg.remote.options import add_remote_arguments, reject_remote_options
+from edgeseg.remote.options import add_remote_arguments, runs_remotely
 from edgeseg.runtimes import BACKENDS
 
 # Label PNGs hold 16-bit class indices.
@@ -252,6 +252,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from edgeseg.evaluate import evaluate, format_report
 
+    if runs_remotely(args):
+        from edgeseg.remote.command import eval_on_device
+
+        return eval_on_device(args)
     report = evaluate(
         args.bundle, args.data, split=args.split, backend=args.backend, threads=args.threads, limit=args.limit
     )
@@ -274,11 +278,10 @@ def cmd_lint(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from edgeseg.bench import benchmark, format_table
 
-    if args.device or args.devices:
+    if runs_remotely(args):
         from edgeseg.remote.command import bench_on_devices
 
         return bench_on_devices(args)
-    reject_remote_options(args)
     records = []
     for bundle in args.bundles:
         for threads in args.threads or [None]:
@@ -502,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--threads", type=_threads)
     evaluation.add_argument("--limit", type=_positive_int, help="evaluate the first N images of the split")
     evaluation.add_argument("--json", help="also write the report as JSON")
+    add_remote_arguments(evaluation, fleet=False)
     evaluation.set_defaults(func=cmd_eval)
 
     bench = sub.add_parser("bench", help="latency and peak memory of bundles, in fresh torch-free processes")
@@ -517,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="model: logits only; end-to-end: one 720p image to labels; stream: pipelined 720p frames (throughput)",
     )
     bench.add_argument("--json", help="also write the records as JSON")
-    add_remote_arguments(bench)
+    add_remote_arguments(bench, fleet=True)
     bench.set_defaults(func=cmd_bench)
 
     _add_data_parser(sub)

@@ -15,11 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
+import numpy as np
 import pytest
+from PIL import Image
 
 from edgeseg.bench import benchmark
 from edgeseg.bundle import MANIFEST, sha256_of
 from edgeseg.cli import main
+from edgeseg.data import open_dataset
+from edgeseg.evaluate import evaluate
 from edgeseg.remote.device import DeviceAddress
 from edgeseg.remote.fleet import load_devices
 from tests.loopback_ssh import LoopbackSSH, ServerKeys
@@ -182,7 +186,7 @@ def test_refused_port(loopback: Loopback, tiny_bundle: Callable[..., Path], tmp_
     ("python", "message"),
     [
         ("python-no-edgeseg", "no edgeseg; run on the device: python-no-edgeseg -m pip install 'edgeseg[onnxruntime]'"),
-        ("python-no-onnxruntime", "but not onnxruntime for the onnxruntime backend; run on the device: "),
+        ("python-no-onnxruntime", "but not onnxruntime (needed: the onnxruntime backend); run on the device: "),
         ("no-such-python", "there is no Python at 'no-such-python'"),
     ],
 )
@@ -238,6 +242,39 @@ def test_fleet_reports_the_dead_device_and_completes_the_live_one(
     table = capsys.readouterr().out
     assert "| live | tiny-conv |" in table and "| dead | (all) |" in table and "FAILED: device dead" in table
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _labelled_set(root: Path, stems: list[str]) -> Path:
+    """A dataset of the tiny bundle's 5 classes: random 64x96 images and labels, all in split val."""
+    rng = np.random.default_rng(7)
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for stem in stems:
+        Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(root / "images" / f"{stem}.png")
+        Image.fromarray(rng.integers(0, 5, (64, 96), dtype=np.uint8), mode="L").save(root / "labels" / f"{stem}.png")
+    index = {"format": "edgeseg-segmentation-set", "version": 1, "classes": list("vwxyz"), "splits": {"val": stems}}
+    (root / "dataset.json").write_text(json.dumps(index))
+    return root
+
+
+def test_eval_on_device_matches_a_local_eval(
+    loopback: Loopback, tiny_bundle: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = tiny_bundle()
+    data = _labelled_set(tmp_path / "data", ["a", "b", "c"])
+    out = tmp_path / "eval.json"
+    rc = main(["eval", str(bundle), "--data", str(data), "--limit", "2", "--json", str(out), *loopback.options()])
+    assert rc == 0, capsys.readouterr().err
+    remote = json.loads(out.read_text())
+    local = evaluate(bundle, data, limit=2)
+    assert set(remote) == set(local) | {"device"}
+    assert remote["bundle"] == str(bundle) and remote["dataset"] == str(data) and remote["images"] == 2
+    assert remote["miou"] == local["miou"] and remote["per_class_iou"] == local["per_class_iou"]
+    cached = loopback.home / remote["device"]["dataset_cache"].removeprefix("~/")
+    assert sorted(str(p.relative_to(cached)) for p in cached.rglob("*.png")) == [
+        f"{folder}/{stem}.png" for folder in ("images", "labels") for stem in open_dataset(data).splits["val"][:2]
+    ]
+    assert "mIoU" in capsys.readouterr().out
 
 
 # ---- addresses and devices.toml ------------------------------------------------------------------

@@ -1,28 +1,31 @@
-"""``edgeseg bench --device`` / ``--devices``: run the benchmark on remote devices and report it."""
+"""``edgeseg bench --device/--devices`` and ``edgeseg eval --device``: run on remote devices and report."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 try:
     import asyncssh  # noqa: F401  (checked here so the error names the extra to install)
 except ImportError:
-    raise ImportError("benchmarking on devices needs asyncssh on this machine: pip install 'edgeseg[remote]'") from None
+    raise ImportError("running on devices needs asyncssh on this machine: pip install 'edgeseg[remote]'") from None
 
 from edgeseg.bench import format_table
 from edgeseg.remote.device import DEFAULT_PYTHON, Device, DeviceAddress
+from edgeseg.remote.evaluation import evaluate_on_device
 from edgeseg.remote.fleet import FleetResult, load_devices, run_fleet
 from edgeseg.remote.report import fleet_table, plot_latency, write_json_atomically
-from edgeseg.remote.session import BenchSettings, Job, bench_device, checked_bundle
+from edgeseg.remote.session import BenchSettings, Job, Reach, bench_device, checked_bundle
 from edgeseg.remote.wheel import build_wheel
 
 
 def _devices(args: argparse.Namespace) -> list[Device]:
     """The fleet of ``--devices``, or the one ``--device`` with ``--key`` and ``--python``."""
-    if args.devices:
+    if getattr(args, "devices", None):
         if args.key or args.python != DEFAULT_PYTHON:
             raise ValueError("with --devices, set key and python per device in devices.toml, not on the command line")
         return load_devices(Path(args.devices))
@@ -30,9 +33,17 @@ def _devices(args: argparse.Namespace) -> list[Device]:
     return [Device(address.host, address, Path(args.key) if args.key else None, args.python)]
 
 
+@contextmanager
+def _reach(args: argparse.Namespace) -> Iterator[Reach]:
+    """How to reach the devices; with --install-wheel, a wheel of this checkout that lasts for the block."""
+    with tempfile.TemporaryDirectory(prefix="edgeseg-wheel-") as scratch:
+        wheel = build_wheel(Path(scratch)) if args.install_wheel else None
+        yield Reach(Path(args.known_hosts), args.connect_timeout, wheel)
+
+
 def _report(args: argparse.Namespace, result: FleetResult) -> None:
     """Print the table; write --json and --plot (each atomically)."""
-    if args.device and not result.failures:
+    if args.device:
         print(f"Device {args.device}:")
         print(format_table(result.records))
     else:
@@ -56,19 +67,38 @@ def bench_on_devices(args: argparse.Namespace) -> int:
     """
     devices = _devices(args)
     jobs = [Job(checked_bundle(Path(b)), t) for b in args.bundles for t in args.threads or [None]]
-    with tempfile.TemporaryDirectory(prefix="edgeseg-wheel-") as scratch:
-        settings = BenchSettings(
-            backend=args.backend,
-            warmup=args.warmup,
-            iters=args.iters,
-            boundary=args.boundary,
-            known_hosts=Path(args.known_hosts),
-            connect_timeout=args.connect_timeout,
-            wheel=build_wheel(Path(scratch)) if args.install_wheel else None,
-        )
+    settings = BenchSettings(args.backend, args.warmup, args.iters, args.boundary)
+    with _reach(args) as reach:
         if args.device:
-            result = FleetResult(records=asyncio.run(bench_device(devices[0], jobs, settings)))
+            result = FleetResult(records=asyncio.run(bench_device(devices[0], jobs, reach, settings)))
         else:
-            result = asyncio.run(run_fleet(devices, jobs, settings))
+            result = asyncio.run(run_fleet(devices, jobs, reach, settings))
     _report(args, result)
     return 1 if result.failures else 0
+
+
+def eval_on_device(args: argparse.Namespace) -> int:
+    """Run ``edgeseg eval`` on ``--device``; print its report and write --json (atomically)."""
+    from edgeseg.evaluate import format_report
+
+    [device] = _devices(args)
+    bundle = checked_bundle(Path(args.bundle))
+    with _reach(args) as reach:
+        report = asyncio.run(
+            evaluate_on_device(
+                device,
+                reach,
+                bundle,
+                Path(args.data),
+                split=args.split,
+                backend=args.backend,
+                threads=args.threads,
+                limit=args.limit,
+            )
+        )
+    print(f"Device {args.device}:")
+    print(format_report(report))
+    if args.json:
+        write_json_atomically(Path(args.json), report)
+        print(f"wrote {args.json}")
+    return 0

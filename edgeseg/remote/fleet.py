@@ -13,9 +13,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from edgeseg.remote.connection import connect
 from edgeseg.remote.device import DEFAULT_PYTHON, ConnectionFailed, Device, DeviceAddress, RemoteError
-from edgeseg.remote.session import BenchSettings, DeviceSession, Job
+from edgeseg.remote.session import BenchSettings, Job, Reach, device_session
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -98,15 +97,14 @@ def _failure(device: Device, job: Job | None, backend: str | None, error: str) -
     }
 
 
-async def _run_device(device: Device, jobs: list[Job], settings: BenchSettings) -> FleetResult:
+async def _run_device(device: Device, jobs: list[Job], reach: Reach, settings: BenchSettings) -> FleetResult:
     """Every job on one device, in order; a lost connection marks the jobs after it as not run."""
     result = FleetResult()
     try:
-        async with connect(device, settings.known_hosts, settings.connect_timeout) as connection:
-            session = DeviceSession(connection, device, settings)
+        async with device_session(device, reach) as session:
             for index, job in enumerate(jobs):
                 try:
-                    result.records.append(await session.benchmark(job))
+                    result.records.append(await session.benchmark(job, settings))
                 except ConnectionFailed as error:
                     result.failures.append(_failure(device, job, settings.backend, str(error)))
                     result.failures += [
@@ -121,10 +119,10 @@ async def _run_device(device: Device, jobs: list[Job], settings: BenchSettings) 
     return result
 
 
-async def run_fleet(devices: list[Device], jobs: list[Job], settings: BenchSettings) -> FleetResult:
+async def run_fleet(devices: list[Device], jobs: list[Job], reach: Reach, settings: BenchSettings) -> FleetResult:
     """Run ``jobs`` on every device in parallel, each device's jobs one after another."""
     merged = FleetResult()
-    for outcome in await asyncio.gather(*(_run_device(device, jobs, settings) for device in devices)):
+    for outcome in await asyncio.gather(*(_run_device(device, jobs, reach, settings) for device in devices)):
         merged.records += outcome.records
         merged.failures += outcome.failures
     return merged

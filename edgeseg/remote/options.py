@@ -1,4 +1,4 @@
-"""The ``edgeseg bench`` options for remote devices (parsed without importing asyncssh)."""
+"""The options of ``edgeseg bench`` and ``eval`` for remote devices (parsed without importing asyncssh)."""
 
 from __future__ import annotations
 
@@ -25,14 +25,15 @@ def _seconds(text: str) -> float:
     return value
 
 
-def add_remote_arguments(bench: argparse.ArgumentParser) -> None:
-    """Add --device, --devices and how to reach devices to the ``bench`` parser."""
-    group = bench.add_argument_group("remote devices (needs pip install 'edgeseg[remote]'; only loopback is tested)")
+def add_remote_arguments(parser: argparse.ArgumentParser, *, fleet: bool) -> None:
+    """Add --device (and with ``fleet`` --devices and --plot) and how to reach devices to ``parser``."""
+    group = parser.add_argument_group("remote devices (needs pip install 'edgeseg[remote]'; only loopback is tested)")
     where = group.add_mutually_exclusive_group()
-    where.add_argument("--device", type=_address, metavar="ssh://USER@HOST[:PORT]", help="benchmark on this device")
-    where.add_argument(
-        "--devices", metavar="DEVICES.TOML", help="benchmark on every device listed (name, address, key, python, tags)"
-    )
+    where.add_argument("--device", type=_address, metavar="ssh://USER@HOST[:PORT]", help="run on this device")
+    if fleet:
+        where.add_argument(
+            "--devices", metavar="DEVICES.TOML", help="run on every device listed (name, address, key, python, tags)"
+        )
     group.add_argument("--key", help="--device: private key (default: ssh-agent, then ~/.ssh/id_*)")
     group.add_argument("--python", default=DEFAULT_PYTHON, help="--device: the device's Python (default: python3)")
     group.add_argument(
@@ -44,11 +45,14 @@ def add_remote_arguments(bench: argparse.ArgumentParser) -> None:
         action="store_true",
         help="build a wheel of this checkout and install it with the backend into ~/.cache/edgeseg/venv on the device",
     )
-    group.add_argument("--plot", metavar="PNG", help="also plot latency per bundle x device (needs matplotlib)")
+    if fleet:
+        group.add_argument("--plot", metavar="PNG", help="also plot latency per bundle x device (needs matplotlib)")
 
 
-def reject_remote_options(args: argparse.Namespace) -> None:
-    """ValueError when an option that only concerns devices is given to a local run."""
+def runs_remotely(args: argparse.Namespace) -> bool:
+    """Whether the command runs on a device (--device or --devices); ValueError for device options without one."""
+    if args.device or getattr(args, "devices", None):
+        return True
     given = [
         option
         for option, used in (
@@ -57,9 +61,10 @@ def reject_remote_options(args: argparse.Namespace) -> None:
             ("--known-hosts", args.known_hosts != str(DEFAULT_KNOWN_HOSTS)),
             ("--connect-timeout", args.connect_timeout != CONNECT_TIMEOUT_S),
             ("--install-wheel", args.install_wheel),
-            ("--plot", args.plot is not None),
+            ("--plot", getattr(args, "plot", None) is not None),
         )
         if used
     ]
     if given:
-        raise ValueError(f"{', '.join(given)} only apply to remote runs: add --device or --devices")
+        raise ValueError(f"{', '.join(given)} only apply to remote runs: add --device")
+    return False

@@ -19,6 +19,7 @@ from edgeseg.remote.device import Device, RemoteError
 CACHE = ".cache/edgeseg"  # relative to the device user's home, where SFTP starts
 BUNDLE_CACHE = f"{CACHE}/bundles"
 WHEEL_CACHE = f"{CACHE}/wheels"
+DATASET_CACHE = f"{CACHE}/datasets"
 PARTIAL = ".partial-"
 STALE_PARTIAL_S = 3600
 
@@ -37,7 +38,7 @@ async def put_folder(
 ) -> tuple[str, bool]:
     """Make ``root/digest`` hold ``files`` (name → local path) unless it exists; return it and whether it was copied.
 
-    ``root`` is relative to the device user's home folder.
+    ``root`` is relative to the device user's home folder; a name may hold ``/`` (files in sub-folders).
     """
     final = f"{root}/{digest}"
     try:
@@ -48,8 +49,10 @@ async def put_folder(
             staging = f"{root}/.{digest}{PARTIAL}{secrets.token_hex(4)}"
             await sftp.mkdir(staging)
             try:
+                for folder in sorted({name.rpartition("/")[0] for name in files} - {""}):
+                    await sftp.makedirs(f"{staging}/{folder}", exist_ok=True)
                 for name, local in files.items():
-                    await sftp.put(str(local), f"{staging}/{name}")
+                    await sftp.put(str(local), f"{staging}/{name}", follow_symlinks=True)
                 if await sftp.isdir(final):  # another host copied the same content meanwhile
                     return final, False
                 await sftp.rename(staging, final)

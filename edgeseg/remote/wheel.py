@@ -14,7 +14,7 @@ import edgeseg
 from edgeseg.bundle import sha256_of
 from edgeseg.remote.connection import home_path, run
 from edgeseg.remote.device import Device, RemoteError
-from edgeseg.remote.environment import BACKEND_EXTRAS
+from edgeseg.remote.environment import edgeseg_extras
 from edgeseg.remote.upload import CACHE, WHEEL_CACHE, put_folder
 
 DEVICE_VENV = f"~/{CACHE}/venv"
@@ -44,20 +44,23 @@ def build_wheel(folder: Path) -> Path:
     return wheels[0]
 
 
-async def install_wheel(connection: asyncssh.SSHClientConnection, device: Device, wheel: Path, backend: str) -> str:
-    """Install ``wheel`` with ``backend``'s requirements into a venv on the device; return the venv's Python.
+async def install_wheel(
+    connection: asyncssh.SSHClientConnection, device: Device, wheel: Path, backend: str, extras: tuple[str, ...] = ()
+) -> str:
+    """Install ``wheel`` with what ``backend`` and ``extras`` need into a venv on the device; return its Python.
 
     The venv sees the device's system packages (a Jetson's TensorRT comes with JetPack); the device needs pip
     access to an index for packages it lacks.
     """
     folder, _ = await put_folder(connection, device, WHEEL_CACHE, sha256_of(wheel), {wheel.name: wheel})
     remote_wheel = home_path(f"~/{folder}/{wheel.name}")
-    extra = BACKEND_EXTRAS[backend]
+    wanted = edgeseg_extras(backend, extras)
+    requirement = remote_wheel + (shlex.quote("[" + ",".join(wanted) + "]") if wanted else "")
     pip = f"{home_path(VENV_PYTHON)} -m pip install --quiet --disable-pip-version-check"
     command = " && ".join(
         [
             f"{home_path(device.python)} -m venv --system-site-packages {home_path(DEVICE_VENV)}",
-            f"{pip} {remote_wheel}{shlex.quote(f'[{extra}]')}" if extra else f"{pip} {remote_wheel}",
+            f"{pip} {requirement}",
             f"{pip} --force-reinstall --no-deps {remote_wheel}",
         ]
     )
