@@ -220,6 +220,10 @@ def cmd_convert_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    if runs_remotely(args):
+        from edgeseg.remote.command import predict_on_device
+
+        return predict_on_device(args)
     from edgeseg.predict import Progress, segment_source
     from edgeseg.runtime import load
     from edgeseg.video import describe_source, open_source
@@ -495,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", help="also write per-frame timings (decode and read→written latency) as JSON")
     predict.add_argument("--backend", choices=BACKENDS)
     predict.add_argument("--threads", type=_threads)
+    add_remote_arguments(predict, fleet=False)
     predict.set_defaults(func=cmd_predict)
 
     evaluation = sub.add_parser("eval", help="mIoU, pixel accuracy and per-class IoU of a bundle on a labelled set")

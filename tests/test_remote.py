@@ -342,3 +342,29 @@ def test_remote_benchmarks_import_no_torch() -> None:
     script = "import sys, edgeseg.remote.command; assert 'torch' not in sys.modules, 'torch'"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_predict_on_device_writes_what_a_local_predict_writes(
+    loopback: Loopback, tiny_bundle: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = tiny_bundle()
+    images = _labelled_set(tmp_path / "data", ["a", "b", "c"]) / "images"
+    (tmp_path / "local").mkdir()
+    (tmp_path / "remote").mkdir()
+    assert main(["predict", str(bundle), str(images), "--out", str(tmp_path / "local")]) == 0
+    report_path = tmp_path / "predict.json"
+    options = [*loopback.options(), "--json", str(report_path)]
+    assert main(["predict", str(bundle), str(images), "--out", str(tmp_path / "remote"), *options]) == 0
+    local = {p.name: p.read_bytes() for p in (tmp_path / "local").iterdir()}
+    assert sorted(local) == ["a.png", "b.png", "c.png"]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "remote").iterdir()} == local  # nothing else, no stage
+    report = json.loads(report_path.read_text())
+    assert report["frames"] == 3 and report["device"]["address"] == loopback.address()
+    assert "3 label PNGs in" in capsys.readouterr().out
+    assert list((loopback.home / ".cache" / "edgeseg" / "runs").iterdir()) == []  # the scratch folder is gone
+
+    single = tmp_path / "single.png"
+    assert main(["predict", str(bundle), str(images / "b.png"), "--out", str(single), *loopback.options()]) == 0
+    assert single.read_bytes() == local["b.png"]
+    assert main(["predict", str(bundle), str(images / "zz.png"), "--out", str(tmp_path / "x.png"), *loopback.options()])
+    assert "zz.png does not exist" in capsys.readouterr().err and not (tmp_path / "x.png").exists()

@@ -1,4 +1,4 @@
-"""``edgeseg bench --device/--devices`` and ``edgeseg eval --device``: run on remote devices and report."""
+"""``edgeseg bench --device/--devices``, ``eval --device`` and ``predict --device``: run on devices and report."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from edgeseg.bench import format_table
 from edgeseg.remote.device import DEFAULT_PYTHON, Device, DeviceAddress
 from edgeseg.remote.evaluation import evaluate_on_device
 from edgeseg.remote.fleet import FleetResult, load_devices, run_fleet
+from edgeseg.remote.prediction import PredictRequest
+from edgeseg.remote.prediction import predict_on_device as predict_remotely
 from edgeseg.remote.report import fleet_table, plot_latency, write_json_atomically
 from edgeseg.remote.session import BenchSettings, Job, Reach, bench_device, checked_bundle
 from edgeseg.remote.wheel import build_wheel
@@ -98,6 +100,24 @@ def eval_on_device(args: argparse.Namespace) -> int:
         )
     print(f"Device {args.device}:")
     print(format_report(report))
+    if args.json:
+        write_json_atomically(Path(args.json), report)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def predict_on_device(args: argparse.Namespace) -> int:
+    """Run ``edgeseg predict`` on ``--device``; --out is written here once the device's output is complete."""
+    [device] = _devices(args)
+    bundle = checked_bundle(Path(args.bundle))
+    request = PredictRequest(bundle, args.source, args.out, args.color, args.max_frames, args.backend, args.threads)
+    with _reach(args) as reach:
+        report = asyncio.run(predict_remotely(device, reach, request))
+    fps = f", {report['fps']:.1f} FPS" if report.get("fps") and report["kind"] != "image" else ""
+    print(
+        f"wrote {report['wrote']}: {report['frames']} frame(s) of {report['kind']} {args.source}{fps} "
+        f"(on device {args.device}, {report['backend']})"
+    )
     if args.json:
         write_json_atomically(Path(args.json), report)
         print(f"wrote {args.json}")

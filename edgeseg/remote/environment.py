@@ -21,7 +21,7 @@ from edgeseg.remote.device import Device, RemoteError
 BACKEND_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
 BACKEND_EXTRAS: dict[str, str | None] = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": None}
 # Module each other edgeseg extra a remote command may need provides.
-EXTRA_MODULES = {"image": "PIL"}
+EXTRA_MODULES = {"image": "PIL", "video": "cv2"}
 
 # Arguments: module names. Prints one JSON object: Python version, edgeseg version (null when missing), the
 # modules that are missing, and the machine description (when edgeseg's benchmark harness imports).

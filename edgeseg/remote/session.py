@@ -86,10 +86,14 @@ class DeviceSession:
         files = {MANIFEST: bundle.path / MANIFEST} | {name: bundle.path / name for name in bundle.manifest.files}
         return await put_folder(self.connection, self.device, BUNDLE_CACHE, sha256_of(bundle.path / MANIFEST), files)
 
+    async def run_command(self, command: str, what: str) -> str:
+        """Run a shell ``command`` on the device and return its stdout (see :func:`edgeseg.remote.connection.run`)."""
+        return await run(self.connection, self.device, command, what)
+
     async def run_script(self, python: str, script: str, words: list[str], what: str) -> dict[str, Any]:
         """Run ``python -c script WORDS`` (shell words, quoted) and parse the last line it prints as a JSON object."""
         command = " ".join([home_path(python), "-c", shlex.quote(script), *words])
-        output = await run(self.connection, self.device, command, what)
+        output = await self.run_command(command, what)
         try:
             result = json.loads(output.strip().splitlines()[-1])
         except (IndexError, json.JSONDecodeError):
