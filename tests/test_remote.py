@@ -166,6 +166,17 @@ def test_wrong_key_is_refused(loopback: Loopback, tiny_bundle: Callable[..., Pat
     assert "refused the key" in err and "authorized_keys" in err
 
 
+def test_key_with_a_passphrase_points_to_the_agent(
+    loopback: Loopback, tiny_bundle: Callable[..., Path], tmp_path: Path, capsys
+) -> None:
+    locked = tmp_path.parent / f"{tmp_path.name}-locked_key"
+    asyncssh.generate_private_key("ssh-ed25519").write_private_key(str(locked), "pkcs8-pem", passphrase="secret")
+    options = loopback.options()
+    options[options.index("--key") + 1] = str(locked)
+    err = _expect_failure(tmp_path, tiny_bundle(), options, capsys)
+    assert f"the private key {locked} cannot be read" in err and "ssh-agent" in err
+
+
 def test_unknown_host_key_is_refused(
     loopback: Loopback, tiny_bundle: Callable[..., Path], tmp_path: Path, capsys
 ) -> None:

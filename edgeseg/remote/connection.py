@@ -55,6 +55,11 @@ def connection_error(device: Device, error: BaseException, known_hosts: Path = D
             f"{where} refused {key} for user {device.address.user}: add the public key to the device's "
             "~/.ssh/authorized_keys, or give the right private key (--key, or key in devices.toml)"
         )
+    if isinstance(error, (asyncssh.KeyImportError, asyncssh.KeyEncryptionError)):
+        return ConnectionFailed(
+            f"{where}: the private key {device.key} cannot be read ({error}); for a key with a passphrase, add it "
+            "to ssh-agent (ssh-add) and leave the key out"
+        )
     if isinstance(error, ConnectionRefusedError):
         return ConnectionFailed(f"{where} refused the connection: is sshd running there, and listening on that port?")
     if isinstance(error, (TimeoutError, asyncssh.TimeoutError)):
@@ -91,7 +96,7 @@ async def connect(
             keepalive_count_max=KEEPALIVE_COUNT_MAX,
             **options,
         )
-    except (OSError, asyncssh.Error) as error:
+    except (OSError, asyncssh.Error, asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as error:
         raise connection_error(device, error, known_hosts) from None
     async with connection:
         yield connection
@@ -108,9 +113,15 @@ async def run(connection: asyncssh.SSHClientConnection, device: Device, command:
         raise connection_error(device, error) from None
     stdout = str(result.stdout or "")
     stderr = str(result.stderr or "").strip()
-    if result.exit_status is None:  # the connection dropped, or the command was killed
-        how = f"killed by signal {result.exit_signal[0]}" if result.exit_signal else "the SSH connection was lost"
-        raise ConnectionFailed(f"device {device.name}: {what} did not finish ({how}); nothing was recorded")
+    if result.exit_signal:
+        raise RemoteError(
+            f"device {device.name}: {what} was killed by signal {result.exit_signal[0]} (out of memory?); "
+            f"nothing was recorded\n--- device stderr ---\n{stderr}"
+        )
+    if result.exit_status is None:
+        raise ConnectionFailed(
+            f"device {device.name}: {what} did not finish (the SSH connection was lost); nothing was recorded"
+        )
     if result.exit_status != 0:
         last = stderr.splitlines()[-1] if stderr else "(no stderr)"
         raise CommandFailed(

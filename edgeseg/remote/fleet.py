@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+import asyncssh
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from edgeseg.remote.device import DEFAULT_PYTHON, ConnectionFailed, Device, DeviceAddress, RemoteError
@@ -111,7 +112,7 @@ async def _run_device(device: Device, jobs: list[Job], reach: Reach, settings: B
                         _failure(device, later, settings.backend, f"not run: {error}") for later in jobs[index + 1 :]
                     ]
                     break
-                except RemoteError as error:
+                except (RemoteError, OSError, asyncssh.Error) as error:  # this job failed; the next may run
                     result.failures.append(_failure(device, job, settings.backend, str(error)))
     except ConnectionFailed as error:
         if not result.failures:  # the connection itself failed: one entry for the device

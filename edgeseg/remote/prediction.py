@@ -117,7 +117,7 @@ async def _fetch(session: DeviceSession, run_folder: str, remote_out: str, plan:
         return _commit(plan, stage), report
     except (asyncssh.SFTPConnectionLost, asyncssh.ConnectionLost, asyncssh.DisconnectError) as error:
         raise connection_error(session.device, error) from None
-    except asyncssh.SFTPError as error:
+    except (asyncssh.SFTPError, asyncssh.ChannelOpenError) as error:
         raise RemoteError(f"device {session.device.name}: fetching {remote_out} failed: {error.reason}") from None
     finally:
         if stage.is_dir():
