@@ -1,7 +1,8 @@
-"""Benchmarks on devices the user owns, over SSH: one device (``--device ssh://...``) or a fleet (``devices.toml``).
+"""edgeseg on devices the user owns, over SSH: ``bench`` on one device (``--device ssh://...``) or a fleet
+(``--devices devices.toml``), ``eval`` and ``predict`` on one device.
 
 Torch-free. The host copies each bundle to the device once (content-addressed by its manifest's sha256), checks that
-the device has a torch-free edgeseg with the bundle's backend, and runs the same benchmark as a local run there, in
+the device has a torch-free edgeseg with the bundle's backend, and runs there the same code as a local run, in
 fresh processes. Needs ``pip install 'edgeseg[remote]'`` (asyncssh) on the host only.
 """
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shlex
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,9 @@ from edgeseg.video_out import check_output
 INPUT_CACHE = f"{CACHE}/inputs"
 RUNS = f"{CACHE}/runs"
 REPORT = "report.json"
+MAX_REPORT_BYTES = 16 << 20
+# What the device's predict writes into an output folder: <frame name>.png (one plain, not hidden, file name).
+_OUTPUT_NAME = re.compile(r"^[^/\x00.][^/\x00]{0,250}\.png$")
 FOLDER_OUTPUT = "labels"
 
 
@@ -104,6 +109,20 @@ def _commit(plan: _Plan, fetched: Path) -> str:
     return f"{len(names)} label PNGs in {plan.out}"
 
 
+async def _output_names(sftp: asyncssh.SFTPClient, device: Device, folder: str) -> list[str]:
+    """The label PNGs the device wrote into ``folder``: plain names of regular files, refused otherwise."""
+    names = []
+    for entry in await sftp.readdir(folder):
+        name = str(entry.filename)
+        if name in (".", ".."):
+            continue
+        mode = (await sftp.lstat(f"{folder}/{name}")).permissions or 0
+        if not (_OUTPUT_NAME.match(name) and stat.S_ISREG(mode)):
+            raise RemoteError(f"device {device.name}: its output holds {name!r}, not a label PNG; nothing written")
+        names.append(name)
+    return names
+
+
 async def _fetch(session: DeviceSession, run_folder: str, remote_out: str, plan: _Plan) -> tuple[str, dict[str, Any]]:
     """Fetch the device's output into a hidden sibling of --out, then commit it; return the summary and report."""
     stage = plan.out.parent / f".{plan.out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
@@ -111,9 +130,14 @@ async def _fetch(session: DeviceSession, run_folder: str, remote_out: str, plan:
         stage = plan.out / stage.name
     try:
         async with session.connection.start_sftp_client() as sftp:
-            await sftp.get(remote_out, str(stage), recurse=plan.kind == "folder")
+            if plan.kind == "folder":
+                stage.mkdir()
+                for name in await _output_names(sftp, session.device, remote_out):
+                    await sftp.get(f"{remote_out}/{name}", str(stage / name))
+            else:
+                await sftp.get(remote_out, str(stage))
             async with sftp.open(f"{run_folder}/{REPORT}") as f:
-                report = json.loads(await f.read())
+                report = json.loads(await f.read(MAX_REPORT_BYTES))
         return _commit(plan, stage), report
     except (asyncssh.SFTPConnectionLost, asyncssh.ConnectionLost, asyncssh.DisconnectError) as error:
         raise connection_error(session.device, error) from None
