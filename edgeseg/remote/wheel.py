@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,11 +34,19 @@ def checkout_root() -> Path:
 
 
 def build_wheel(folder: Path) -> Path:
-    """Build a wheel of the checkout (no dependencies) into ``folder`` and return its path."""
+    """Build a wheel of the checkout (no dependencies) into ``folder`` and return its path.
+
+    The build runs on a copy of the package's sources in ``folder``, so the checkout gets no build/ folder and
+    no stale file of an earlier build can enter the wheel.
+    """
+    root, source = checkout_root(), folder / "source"
+    shutil.copytree(root / "edgeseg", source / "edgeseg", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(root / name, source / name)
     command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(folder)]
     if importlib.util.find_spec("setuptools") is not None:
         command.append("--no-build-isolation")  # builds offline with this environment's setuptools
-    proc = subprocess.run([*command, str(checkout_root())], capture_output=True, text=True, check=False)
+    proc = subprocess.run([*command, str(source)], capture_output=True, text=True, check=False)
     wheels = sorted(folder.glob("edgeseg-*.whl"))
     if proc.returncode != 0 or len(wheels) != 1:
         raise RemoteError(f"building a wheel of this checkout failed: {' '.join(command)}\n{proc.stderr.strip()}")
