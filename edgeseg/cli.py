@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg.manifest import PRECISIONS, TARGETS
+from edgeseg.remote.options import add_remote_arguments, runs_remotely
 from edgeseg.runtimes import BACKENDS
 
 # Label PNGs hold 16-bit class indices.
@@ -256,6 +257,10 @@ def cmd_convert_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    if runs_remotely(args):
+        from edgeseg.remote.command import predict_on_device
+
+        return predict_on_device(args)
     from edgeseg.classes import label_palette
     from edgeseg.predict import segment_source
     from edgeseg.progress import bar
@@ -297,6 +302,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from edgeseg.evaluate import evaluate, format_report
 
+    if runs_remotely(args):
+        from edgeseg.remote.command import eval_on_device
+
+        return eval_on_device(args)
     report = evaluate(
         args.bundle,
         args.data,
@@ -326,6 +335,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edgeseg.bench import benchmark, format_table
     from edgeseg.progress import bar
 
+    if runs_remotely(args):
+        from edgeseg.remote.command import bench_on_devices
+
+        return bench_on_devices(args)
     records = []
     runs = [(bundle, threads) for bundle in args.bundles for threads in args.threads or [None]]
     with bar(len(runs), "benchmarks", "run") as shown:
@@ -609,6 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--backend", choices=BACKENDS, help=BACKEND_HELP)
     predict.add_argument("--any-precision", action="store_true", help=ANY_PRECISION_HELP)
     predict.add_argument("--threads", type=_threads, help=THREADS_HELP)
+    add_remote_arguments(predict, fleet=False)
     predict.set_defaults(func=cmd_predict)
 
     evaluation = sub.add_parser("eval", help="mIoU, pixel accuracy and per-class IoU of a bundle on a labelled set")
@@ -620,6 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--threads", type=_threads, help=THREADS_HELP)
     evaluation.add_argument("--limit", type=_positive_int, help="evaluate the first N images of the split")
     evaluation.add_argument("--json", help="also write the report as JSON")
+    add_remote_arguments(evaluation, fleet=False)
     evaluation.set_defaults(func=cmd_eval)
 
     bench = sub.add_parser("bench", help="latency and peak memory of bundles, in fresh torch-free processes")
@@ -636,6 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="model: logits only; end-to-end: one 720p image to labels; stream: pipelined 720p frames (throughput)",
     )
     bench.add_argument("--json", help="also write the records as JSON")
+    add_remote_arguments(bench, fleet=True)
     bench.set_defaults(func=cmd_bench)
 
     _add_data_parser(sub)
