@@ -201,6 +201,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         outputs=tuple(args.output.split(",")),
         frame_size=parse_size(args.frame_size) if args.frame_size else None,
         head_attention=args.head_attention,
+        model_options=dict(args.model_option or []),
     )
     out = export_bundle(request)
     manifest = read_bundle(out).manifest
@@ -416,6 +417,20 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     synthetic.set_defaults(func=cmd_data_synthetic)
 
 
+def _model_option(text: str) -> tuple[str, bool | int | float | str]:
+    """``KEY=VALUE`` with VALUE a JSON literal (true, 3, 0.5, "x"; a bare word is a string); never evaluated."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r}: give KEY=VALUE, e.g. full_resolution=false")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    if not isinstance(value, bool | int | float | str):
+        raise argparse.ArgumentTypeError(f"{text!r}: VALUE must be a boolean, a number or a string")
+    return key, value
+
+
 def _add_head_attention_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--head-attention",
@@ -562,6 +577,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--opset", type=_opset, default=18, help="ONNX opset of the exported graph (18 or newer)")
     _add_head_attention_argument(export)
+    export.add_argument(
+        "--model-option",
+        action="append",
+        type=_model_option,
+        metavar="KEY=VALUE",
+        help="a build option of the model's family, repeatable; VALUE is a JSON literal, e.g. full_resolution=false "
+        "(SETR: the graph stops at the head's stride and the runtime upsamples, exactly as the official resize)",
+    )
     export.add_argument(
         "--tolerance", type=_positive_float, default=1e-4, help="fp32 parity gate: max abs logit difference"
     )

@@ -236,3 +236,34 @@ def test_bundle_passes_the_fp32_parity_gate_in_onnxruntime_and_openvino(setr_che
     resizes = [n for n in onnx.load(str(bundle.path / "model.onnx")).graph.node if n.op_type == "Resize"]
     modes = [a.s for n in resizes for a in n.attribute if a.name == "coordinate_transformation_mode"]
     assert len(resizes) == 5 and modes.count(b"align_corners") == 4  # MLA's ×4s and the final one: the table is baked
+
+
+def test_unknown_build_options_are_refused_naming_the_ones_there_are():
+    with pytest.raises(ValueError, match="setr-naive-tiny has no build option stride; it takes full_resolution"):
+        models.create("setr-naive-tiny", stride=16)
+    with pytest.raises(ValueError, match="segformer-b0 has no build option full_resolution; it takes none"):
+        models.create("segformer-b0", full_resolution=False)
+
+
+@pytest.mark.slow
+def test_export_stops_at_the_head_stride_and_the_runtime_gives_the_full_resolution_labels(setr_checkpoints, tmp_path):
+    from edgeseg.bundle import read_bundle
+    from edgeseg.cli import main
+    from edgeseg.runtime import load
+
+    checkpoint = str(setr_checkpoints["setr-naive-tiny"])
+    out = tmp_path / "b"
+    args = ["export", "--model", "setr-naive-tiny", "--checkpoint", checkpoint, "--input-size", "64x96", "-q"]
+    assert main([*args, "--model-option", "full_resolution=false", "--parity-count", "2", "--out", str(out)]) == 0
+    manifest = read_bundle(out).manifest
+    logits = manifest.output("logits")
+    assert logits is not None and logits.shape == (1, 150, 4, 6) and logits.stride == 16
+    assert manifest.export["model_options"] == {"full_resolution": False} and manifest.parity["passed"]
+    # The runtime's label path (bilinear, align_corners False, then argmax) is the official full-resolution output's.
+    model = models.create("setr-naive-tiny", checkpoint=checkpoint)
+    rgb = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    with load(out) as seg:
+        x = seg.preprocess(rgb)
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x))[0].argmax(0).numpy()
+        assert (seg.predict(rgb) == expected).mean() >= 0.9999

@@ -44,7 +44,7 @@ from edgeseg.manifest import (
     Manifest,
     check_precision,
 )
-from edgeseg.models import checkpoint_report, count_macs, count_params, create, get_spec, list_models
+from edgeseg.models import checkpoint_report, count_macs, count_params, create, get_spec, list_models, model_spec
 from edgeseg.progress import quiet_third_party, stage
 
 BUNDLE_FOLDER = FolderKind("edgeseg bundle", bundle_format.MANIFEST, bundle_format.FORMAT)
@@ -80,6 +80,7 @@ class ExportRequest:
     outputs: tuple[str, ...] = ("logits",)
     frame_size: tuple[int, int] | None = None
     head_attention: str | None = None  # "se", "cbam" or "ca": a block in the all-MLP head (models.create)
+    model_options: dict[str, Any] = field(default_factory=dict)  # the family's build options (ModelSpec.options)
     classes: dict[str, Any] | None = None  # the manifest's classes block (edgeseg.weights.choice)
     weights_source: str | None = None  # where the checkpoint came from: a catalog entry and URL, hf:REPO
 
@@ -158,6 +159,7 @@ def _build_model(request: ExportRequest) -> torch.nn.Module:
         num_classes=request.num_classes,
         checkpoint=request.checkpoint,
         head_attention=request.head_attention,
+        **request.model_options,
     )
 
 
@@ -324,7 +326,7 @@ def _add_frame_path(
             "dtype": {"logits": "float32", "confidence": "float16"}.get(
                 kind, "uint8" if request.num_classes <= 256 else "int32"
             ),
-            "stride": 1 if kind == "labels-full" else spec.output_stride,
+            "stride": 1 if kind == "labels-full" else model_spec(model).output_stride,
             "postprocess": POSTPROCESS[kind],
         }
         for kind in plan.outputs
@@ -408,7 +410,9 @@ def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> Manife
         parity["auto_exclude"] = report
     if not parity["passed"]:
         raise ParityError(_failure_message(request, core_folder, options, parity))
-    outputs = [{"name": OUTPUT_NAME, "shape": graph_shape(proto.graph.output[0]), "stride": spec.output_stride}]
+    outputs = [
+        {"name": OUTPUT_NAME, "shape": graph_shape(proto.graph.output[0]), "stride": model_spec(model).output_stride}
+    ]
     frame: dict[str, Any] | None = None
     if not plan.plain:
         with stage(f"adding the frame path ({plan.input_kind} in, {', '.join(plan.outputs)} out) and checking it"):
@@ -449,6 +453,7 @@ def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> Manife
         "tools": tool_versions(),
         "export": {
             "exporter": "torch.onnx.export(dynamo=True)",
+            "model_options": request.model_options,
             "dynamic": request.dynamic,
             "opset": request.opset,
             "simplifier": "onnxslim",

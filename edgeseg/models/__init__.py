@@ -38,6 +38,7 @@ __all__ = [
     "create",
     "get_spec",
     "list_models",
+    "model_spec",
 ]
 
 
@@ -61,6 +62,10 @@ def create(
     spec = get_spec(name)
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        takes = f"it takes {', '.join(spec.options)}" if spec.options else "it takes none"
+        raise ValueError(f"{name} has no build option {', '.join(unknown)}; {takes}")
     model = spec.builder(num_classes, **options)
     setattr(model, "head_attention", head_attention)  # noqa: B010  (recorded for callers; not a submodule)
     if head_attention is not None:
@@ -87,6 +92,14 @@ def create(
     )
     model.checkpoint_report = report  # type: ignore[assignment]
     return model.eval()
+
+
+def model_spec(model: nn.Module) -> ModelSpec:
+    """The registry entry :func:`create` attached to ``model``, with the model's own ``output_stride``."""
+    spec = getattr(model, "spec", None)
+    if not isinstance(spec, ModelSpec):
+        raise TypeError(f"{type(model).__name__} was not built by edgeseg.models.create: it has no spec")
+    return spec
 
 
 def checkpoint_report(model: nn.Module) -> LoadReport:

@@ -32,6 +32,8 @@ class ModelSpec:
     # "segmentation" (N×classes×H/s×W/s logits) or "classification" (N×classes; backbones' ImageNet heads,
     # kept to load and check official checkpoints, not exported as bundles).
     task: str = "segmentation"
+    # Keyword options the builder takes beyond num_classes (``create(name, **options)``, ``--model-option``).
+    options: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

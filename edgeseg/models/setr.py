@@ -257,7 +257,7 @@ def _describe(variant: str) -> str:
     config = VIT_VARIANTS[size]
     return (
         f"SETR-{head.upper() if head != 'naive' else 'Naive'} on ViT-{size}/16 ({config.embed_dim}-d, {config.depth} "
-        f"blocks; fudan-zvg/SETR); full-resolution logits, create(..., full_resolution=False) stops at stride "
+        f"blocks; fudan-zvg/SETR); full-resolution logits, full_resolution=False (--model-option) stops at stride "
         f"{HEAD_STRIDE[head]}"
     )
 
@@ -269,4 +269,5 @@ register_variants(
     _describe,
     output_stride=1,
     input_multiple=16,
+    options=("full_resolution",),
 )
