@@ -273,7 +273,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     spec = describe_source(args.source)
-    kind, out = check_output(args.out, spec.single_image, [spec.path] if spec.path else [])
+    kind, out = check_output(args.out, spec.single_image, [spec.path] if spec.path else [], color=args.color)
     segmenter = load(args.bundle, backend=args.backend, threads=args.threads, any_precision=args.any_precision)
     classes = segmenter.bundle.manifest.classes
     with segmenter, open_source(spec) as source:

@@ -170,12 +170,32 @@ def palette(num_colors: int = 256) -> np.ndarray:
     return colors
 
 
+# Label-map image formats by file suffix: Pillow's format name, and whether it holds class indices exactly (as one
+# grey channel); the others are for --color masks only.
+LABEL_IMAGE_FORMATS = {
+    ".png": ("PNG", True),
+    ".bmp": ("BMP", True),
+    ".tif": ("TIFF", True),
+    ".tiff": ("TIFF", True),
+    ".webp": ("WEBP", False),  # written lossless, but as RGB
+    ".jpg": ("JPEG", False),
+    ".jpeg": ("JPEG", False),
+}
+
+
 def write_label_png(
-    path: str | Path, labels: np.ndarray, *, colorize: bool = False, colors: np.ndarray | None = None
+    path: str | Path,
+    labels: np.ndarray,
+    *,
+    colorize: bool = False,
+    colors: np.ndarray | None = None,
+    image_format: str = "PNG",
 ) -> None:
     """Save a label map: class indices as an 8- or 16-bit grayscale PNG, or a palette PNG with ``colorize``.
 
-    ``colors`` (256×3 uint8) is the palette; default :func:`palette`.
+    ``colors`` (256×3 uint8) is the palette; default :func:`palette`. ``image_format`` is a value of
+    :data:`LABEL_IMAGE_FORMATS` (PNG unless the caller checked the suffix); colours are written as RGB where the
+    format has no palette (JPEG, WEBP).
     """
     image_module = _pillow()
     if labels.ndim != 2:
@@ -188,5 +208,10 @@ def write_label_png(
     elif labels.max(initial=0) <= 255:
         image = image_module.fromarray(labels.astype(np.uint8), mode="L")
     else:
+        if image_format != "PNG":
+            raise ValueError(f"{labels.max()} classes need 16-bit indices, which only PNG holds; write a .png")
         image = image_module.fromarray(labels.astype(np.uint16), mode="I;16")
-    image.save(Path(path), format="PNG")
+    if image_format in ("JPEG", "WEBP") and image.mode == "P":
+        image = image.convert("RGB")
+    options = {"lossless": True} if image_format == "WEBP" else {"quality": 95} if image_format == "JPEG" else {}
+    image.save(Path(path), format=image_format, **options)

@@ -3,7 +3,8 @@
 Nothing is half-written: every writer puts its frames under a temporary name in the destination's folder and
 renames them into place in :meth:`LabelWriter.commit`; :meth:`LabelWriter.abort` (on any error) removes them.
 
-* ``*.png`` — one label PNG (class indices, or the colour palette with ``color``); a single image only;
+* ``*.png`` (or .bmp, .tif; .jpg and .webp only with ``color``) — one label image (class indices, or the
+  colour palette with ``color``); a single image only;
 * a folder — one label PNG per frame, ``<name>.png`` (an image's stem, or ``<video stem>_<frame>``);
 * ``*.mp4`` — the frames with their labels blended over in the palette's colours (lossy MPEG-4 Part 2, for looking
   at; not for reading labels back);
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg.image_io import palette, write_label_png
+from edgeseg.image_io import LABEL_IMAGE_FORMATS, palette, write_label_png
 from edgeseg.video import Frame, require_cv2
 
 VIDEO_OUTPUTS = {".mp4": "overlay", ".mkv": "labels"}
@@ -51,18 +52,21 @@ class LabelWriter:
         raise NotImplementedError
 
 
-class LabelPng(LabelWriter):
-    """One label PNG at ``path`` (a single image)."""
+class LabelImage(LabelWriter):
+    """One label image at ``path`` (a single image), in the format of its suffix (:data:`LABEL_IMAGE_FORMATS`)."""
 
     def __init__(self, path: Path, color: bool, colors: np.ndarray | None = None) -> None:
         self.path, self.color, self.colors = path, color, colors
+        self.image_format = LABEL_IMAGE_FORMATS[path.suffix.lower()][0]
         self._temporary = _temporary_sibling(path)
         self._written = 0
 
     def write(self, frame: Frame, labels: np.ndarray) -> None:
         if self._written:
-            raise ValueError(f"--out {self.path} is one PNG; give a folder to write one PNG per frame")
-        write_label_png(self._temporary, labels, colorize=self.color, colors=self.colors)
+            raise ValueError(f"--out {self.path} is one image; give a folder to write one PNG per frame")
+        write_label_png(
+            self._temporary, labels, colorize=self.color, colors=self.colors, image_format=self.image_format
+        )
         self._written = 1
 
     def commit(self) -> str:
@@ -174,10 +178,11 @@ class VideoFile(LabelWriter):
         self._temporary.unlink(missing_ok=True)
 
 
-def check_output(out: str, single_image: bool, inputs: list[Path]) -> tuple[str, Path]:
-    """Check ``--out`` before any work: returns its kind (``png``, ``folder``, ``video``) and path.
+def check_output(out: str, single_image: bool, inputs: list[Path], color: bool = False) -> tuple[str, Path]:
+    """Check ``--out`` before any work: returns its kind (``image``, ``folder``, ``video``) and path.
 
-    A path without a suffix is a folder; a file must end in .png (single images), .mp4 or .mkv and must not be one
+    A path without a suffix is a folder; a file must end in an image suffix of :data:`LABEL_IMAGE_FORMATS` (single
+    images; JPEG and WEBP only with ``color``: they do not hold indices exactly), .mp4 or .mkv, and must not be one
     of the ``inputs``. Missing folders (the output folder, or a file's parents) are created once the path is valid.
     """
     path = Path(out)
@@ -185,20 +190,25 @@ def check_output(out: str, single_image: bool, inputs: list[Path]) -> tuple[str,
     if path.is_dir() or (not suffix and not path.exists()):
         path.mkdir(parents=True, exist_ok=True)
         return "folder", path
-    wanted = "a folder, a .png file" if single_image else "a folder (label PNGs)"
+    images = "/".join(LABEL_IMAGE_FORMATS)
+    wanted = f"a folder, an image ({images})" if single_image else "a folder (label PNGs)"
     choices = f"{wanted}, an .mp4 (colour overlay) or an .mkv (label video)"
-    if suffix == ".png":
+    if suffix in LABEL_IMAGE_FORMATS:
         if not single_image:
             raise ValueError(f"--out {out}: the source has many frames; give {choices}")
+        if not LABEL_IMAGE_FORMATS[suffix][1] and not color:
+            raise ValueError(
+                f"--out {out}: {suffix} does not hold class indices exactly; give a .png, or add --color for a "
+                "coloured mask"
+            )
     elif suffix not in VIDEO_OUTPUTS:
-        written = "the mask is written as PNG" if single_image else "labels are written as PNGs or a video"
-        raise ValueError(f"--out {out}: {written}; give {choices}")
+        raise ValueError(f"--out {out}: {suffix} is not an output edgeseg writes; give {choices}")
     if path.exists() and any(p.exists() and path.resolve() == p.resolve() for p in inputs):
         raise ValueError(f"--out {out} is the input; give another file")
     if path.parent.exists() and not path.parent.is_dir():
         raise NotADirectoryError(f"--out {out}: {path.parent} is a file, not a folder; give another path")
     path.parent.mkdir(parents=True, exist_ok=True)
-    return ("png" if suffix == ".png" else "video"), path
+    return ("image" if suffix in LABEL_IMAGE_FORMATS else "video"), path
 
 
 def open_writer(
@@ -215,8 +225,8 @@ def open_writer(
 
     ``palette`` (256×3 uint8, e.g. the bundle's class colours) colours ``--color`` PNGs and overlay videos.
     """
-    if kind == "png":
-        return LabelPng(path, color, palette)
+    if kind == "image":
+        return LabelImage(path, color, palette)
     if kind == "folder":
         return LabelPngFolder(path, color, inputs, palette)
     return VideoFile(path, fps, num_classes, palette)

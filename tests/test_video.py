@@ -14,9 +14,10 @@ import pytest
 from PIL import Image
 
 import edgeseg.runtime
+from edgeseg.image_io import LABEL_IMAGE_FORMATS, palette
 from edgeseg.imaging import FrameError
 from edgeseg.video import Frame, SourceError, TruncatedVideoError, describe_source, open_source
-from edgeseg.video_out import LabelPngFolder, VideoFile, check_output
+from edgeseg.video_out import LabelPngFolder, VideoFile, check_output, open_writer
 
 cv2 = pytest.importorskip("cv2")
 
@@ -200,8 +201,8 @@ def test_a_label_video_refuses_more_than_256_classes(tmp_path: Path) -> None:
     ("out", "single", "message"),
     [
         ("m.png", False, "the source has many frames"),
-        ("m.avi", False, "labels are written as PNGs or a video"),
-        ("m.jpg", True, "the mask is written as PNG"),
+        ("m.avi", False, r"\.avi is not an output edgeseg writes"),
+        ("m.jpg", True, r"\.jpg does not hold class indices exactly; give a \.png, or add --color"),
         ("file.txt/m.mkv", False, "file.txt is a file, not a folder"),
     ],
 )
@@ -215,7 +216,7 @@ def test_check_output_refuses_bad_outputs(tmp_path: Path, monkeypatch, out: str,
 
 @pytest.mark.parametrize(
     ("out", "single", "kind"),
-    [("new/dir/m.png", True, "png"), ("new/dir/v.mkv", False, "video"), ("new/labels", False, "folder")],
+    [("new/dir/m.png", True, "image"), ("new/dir/v.mkv", False, "video"), ("new/labels", False, "folder")],
 )
 def test_check_output_creates_missing_folders(tmp_path: Path, monkeypatch, out: str, single: bool, kind: str) -> None:
     monkeypatch.chdir(tmp_path)
@@ -280,3 +281,28 @@ def test_without_opencv_videos_explain_how_to_install_it(tmp_path: Path, monkeyp
     Image.fromarray(blocky_frames(1)[0]).save(tmp_path / "still.png")
     with open_source(str(tmp_path / "still.png")) as source:  # still images never need OpenCV
         assert len(list(source)) == 1
+
+
+@pytest.mark.parametrize("suffix", [".png", ".bmp", ".tif"])
+def test_label_images_take_the_format_of_their_suffix(tmp_path: Path, suffix: str) -> None:
+    labels = np.random.default_rng(0).integers(0, 6, (30, 40), dtype=np.uint8)
+    kind, path = check_output(str(tmp_path / f"m{suffix}"), True, [])
+    writer = open_writer(kind, path, color=False, fps=None, num_classes=6, inputs=[])
+    writer.write(Frame(0, np.zeros((30, 40, 3), np.uint8), "m", 0.0), labels)
+    writer.commit()
+    with Image.open(path) as image:
+        assert image.format == LABEL_IMAGE_FORMATS[suffix][0]
+        np.testing.assert_array_equal(np.asarray(image), labels)
+
+
+def test_a_coloured_jpeg_is_written_as_jpeg_in_the_palette_colours(tmp_path: Path) -> None:
+    labels = np.zeros((32, 48), np.uint8)
+    labels[:, 24:] = 3
+    kind, path = check_output(str(tmp_path / "m.jpg"), True, [], color=True)
+    writer = open_writer(kind, path, color=True, fps=None, num_classes=6, inputs=[])
+    writer.write(Frame(0, np.zeros((32, 48, 3), np.uint8), "m", 0.0), labels)
+    writer.commit()
+    with Image.open(path) as image:
+        assert image.format == "JPEG" and image.mode == "RGB"
+        rgb = np.asarray(image).astype(int)
+    assert np.abs(rgb[16, 40] - palette()[3].astype(int)).max() <= 8  # lossy, but the class colour

@@ -58,7 +58,7 @@ class _Plan:
 
     files: dict[str, Path]
     digest: str  # of the files' content (see content_digest)
-    kind: str  # png, folder or video (see edgeseg.video_out.check_output)
+    kind: str  # image, folder or video (see edgeseg.video_out.check_output)
     out: Path
     inputs: list[Path]
     extras: tuple[str, ...]
@@ -80,7 +80,7 @@ def _plan(request: PredictRequest) -> _Plan:
             if path.name in files:
                 raise ValueError(f"two inputs are both named {path.name}; their labels would overwrite each other")
             files[path.name] = path
-    kind, out = check_output(request.out, spec.single_image, list(files.values()))
+    kind, out = check_output(request.out, spec.single_image, list(files.values()), color=request.color)
     needs_video = spec.kind not in ("image", "images") or kind == "video"
     extras = ("image", "video") if needs_video else ("image",)
     return _Plan(files, content_digest(files), kind, out, list(files.values()), extras)
