@@ -202,6 +202,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         frame_size=parse_size(args.frame_size) if args.frame_size else None,
         head_attention=args.head_attention,
         model_options=dict(args.model_option or []),
+        confidence_dtype=args.confidence_dtype,
+        confidence_classes=args.confidence_classes,
     )
     out = export_bundle(request)
     manifest = read_bundle(out).manifest
@@ -417,6 +419,17 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     synthetic.set_defaults(func=cmd_data_synthetic)
 
 
+def _class_indices(text: str) -> tuple[int, ...]:
+    """``12,20`` → (12, 20): distinct 0-based class indices."""
+    try:
+        indices = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated class indices, e.g. 12,20") from None
+    if min(indices) < 0 or len(set(indices)) != len(indices):
+        raise argparse.ArgumentTypeError(f"{text!r}: class indices are distinct and 0 or more")
+    return indices
+
+
 def _model_option(text: str) -> tuple[str, bool | int | float | str]:
     """``KEY=VALUE`` with VALUE a JSON literal (true, 3, 0.5, "x"; a bare word is a string); never evaluated."""
     key, sep, raw = text.partition("=")
@@ -571,6 +584,17 @@ def build_parser() -> argparse.ArgumentParser:
         default="logits",
         help="graph outputs, a comma-separated subset of logits, labels (argmax at the model stride), labels-full "
         "(at the frame size; needs --input uint8-*), confidence (softmax, float16)",
+    )
+    export.add_argument(
+        "--confidence-dtype",
+        choices=("float16", "uint8"),
+        default="float16",
+        help="the confidence output's type: float16 probabilities, or uint8 = round(255 × probability)",
+    )
+    export.add_argument(
+        "--confidence-classes",
+        type=_class_indices,
+        help="only these classes' confidence maps, comma-separated 0-based indices, e.g. 12,20 (default: every class)",
     )
     export.add_argument(
         "--frame-size", type=_size, help="HEIGHTxWIDTH of the uint8 frames (default: any size; TensorRT needs it)"

@@ -173,6 +173,7 @@ class InputSpec(_Strict):
 
 INPUT_KINDS = ("float", "uint8-rgb", "uint8-bgr")
 OUTPUT_KINDS = ("logits", "labels", "labels-full", "confidence")
+CONFIDENCE_DTYPES = ("float16", "uint8")
 # Graph output name of each kind (ONNX names cannot hold '-').
 OUTPUT_NAMES = {"logits": "logits", "labels": "labels", "labels-full": "labels_full", "confidence": "confidence"}
 
@@ -210,7 +211,8 @@ POSTPROCESS = {
 class OutputSpec(_Strict):
     """One graph output: class ``logits`` (NCHW float32), ``labels`` (NHW class ids, argmax at ``stride``),
     ``labels-full`` (NHW class ids at the frame's size: upsample + argmax in the graph, stride 1) or
-    ``confidence`` (NCHW softmax per class, float16)."""
+    ``confidence`` (NCHW softmax per class, float16, or uint8 = round(255 · p); ``classes``: the class of each
+    channel when only some are output)."""
 
     name: Name
     shape: Annotated[tuple[Dim, ...], Field(min_length=3, max_length=4)]
@@ -219,6 +221,7 @@ class OutputSpec(_Strict):
     kind: Literal["logits", "labels", "labels-full", "confidence"] = "logits"
     stride: Annotated[int, Field(ge=1, le=MAX_STRIDE)]
     postprocess: str = POSTPROCESS["logits"]
+    classes: Annotated[tuple[Annotated[int, Field(ge=0, lt=MAX_CLASSES)], ...], Field(min_length=1)] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> OutputSpec:
@@ -228,17 +231,19 @@ class OutputSpec(_Strict):
             raise ValueError(f"a {self.kind} output is {layout} with batch 1, got {self.layout} {self.shape}")
         if class_map and self.shape[1] is None:
             raise ValueError(f"a {self.kind} output must state its number of classes, got shape {self.shape}")
-        dtypes = {"logits": ("float32",), "confidence": ("float16",), "labels": ("uint8", "int32")}
+        dtypes = {"logits": ("float32",), "confidence": CONFIDENCE_DTYPES, "labels": ("uint8", "int32")}
         if self.dtype not in dtypes.get(self.kind, dtypes["labels"]):
             raise ValueError(f"a {self.kind} output cannot be {self.dtype}")
+        if self.classes is not None and (self.kind != "confidence" or len(self.classes) != self.shape[1]):
+            raise ValueError(f"classes lists the class of each channel of a confidence output, got {self.classes}")
         if self.kind == "labels-full" and self.stride != 1:
             raise ValueError("a labels-full output is at the frame's own size: stride 1")
         return self
 
     @property
     def num_classes(self) -> int | None:
-        """Channels of a class map (logits, confidence); None for label maps."""
-        return self.shape[1] if len(self.shape) == 4 else None
+        """Channels of a class map over every class (logits, confidence); None for label maps and class subsets."""
+        return self.shape[1] if len(self.shape) == 4 and self.classes is None else None
 
 
 class CheckpointInfo(_Strict):
@@ -385,6 +390,8 @@ class Manifest(_Strict):
         for output in self.outputs:
             if output.num_classes not in (None, self.model.num_classes):
                 raise ValueError(f"output {output.name} shape {output.shape} does not have model.num_classes channels")
+            if output.classes is not None and max(output.classes) >= self.model.num_classes:
+                raise ValueError(f"output {output.name} classes {output.classes} beyond model.num_classes")
         if "labels-full" in kinds and self.frame is None:
             raise ValueError("a labels-full output needs the frame as the graph input (a frame entry)")
         if not {"logits", "labels-full"} & set(kinds):

@@ -54,8 +54,9 @@ def _frame_bundle(source: Path, folder: Path, plan: FramePlan) -> Path:
             "kind": kind,
             "shape": shapes[names[kind]],
             "layout": "NCHW" if kind in ("logits", "confidence") else "NHW",
-            "dtype": {"logits": "float32", "confidence": "float16"}.get(kind, "uint8"),
+            "dtype": {"logits": "float32", "confidence": plan.confidence_dtype}.get(kind, "uint8"),
             "stride": 1 if kind == "labels-full" else 8,
+            "classes": plan.confidence_classes if kind == "confidence" else None,
         }
         for kind in plan.outputs
     ]
@@ -96,6 +97,24 @@ def test_every_output_matches_the_numpy_path(
             assert np.mean(got["labels-full"] == want["labels-full"]) >= 0.9999
             assert got["confidence"].dtype == np.float16
             assert np.abs(got["confidence"].astype(np.float32) - want["confidence"]).max() < 1e-3
+
+
+@pytest.mark.parametrize("target", ["onnx", "openvino"])
+def test_uint8_confidence_of_chosen_classes(
+    tiny_bundle: MakeBundle, tiny_conv: TinyConv, tmp_path: Path, target: str
+) -> None:
+    plan = FramePlan("uint8-rgb", ("labels-full", "confidence"), confidence_dtype="uint8", confidence_classes=(3, 1))
+    folder = _frame_bundle(tiny_bundle(target), tmp_path / "frame", plan)
+    manifest = edgeseg.runtime.load(folder).bundle.manifest
+    confidence = manifest.output("confidence")
+    assert confidence is not None and confidence.dtype == "uint8" and confidence.classes == (3, 1)
+    with edgeseg.runtime.load(folder) as seg:
+        for seed, size in enumerate([(64, 96), (120, 200)]):
+            rgb = _region_frame(size, seed)
+            got = seg.outputs(rgb)["confidence"]
+            want = np.round(255 * _expected(tiny_conv, rgb)["confidence"][[3, 1]])
+            assert got.dtype == np.uint8 and got.shape == (2, 8, 12)  # outputs() drops the batch axis
+            assert np.abs(got.astype(np.float32) - want).max() <= 1  # a probability on a .5 boundary may round up
 
 
 @pytest.mark.parametrize("outputs", [("logits",), ("labels", "labels-full"), ("labels", "logits")])
@@ -163,6 +182,9 @@ def test_runners_return_every_output_by_name(tiny_bundle: MakeBundle, tmp_path: 
         (dict(input_kind="uint8-rgb", outputs=("logits", "logits")), "comma-separated subset"),
         (dict(input_kind="uint8-yuv"), "not one of"),
         (dict(frame_size=(720, 1280)), "add --input uint8-rgb"),
+        (dict(confidence_dtype="uint8"), "shape the confidence output; add it to --output"),
+        (dict(outputs=("logits", "confidence"), confidence_dtype="int8"), "not one of float16, uint8"),
+        (dict(outputs=("logits", "confidence"), confidence_classes=(2, 2)), "distinct 0-based class indices"),
     ],
 )
 def test_bad_plans_say_what_to_change(plan: dict[str, Any], message: str) -> None:
@@ -196,7 +218,13 @@ def afformer_frame_bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str
         "float": export_bundle(ExportRequest(out=root / "float", parity_count=2, **common)),  # type: ignore[arg-type]
         "frame": export_bundle(
             ExportRequest(  # type: ignore[arg-type]
-                out=root / "frame", input_kind="uint8-bgr", outputs=("labels", "labels-full"), parity_count=2, **common
+                out=root / "frame",
+                input_kind="uint8-bgr",
+                outputs=("labels", "labels-full", "confidence"),
+                confidence_dtype="uint8",
+                confidence_classes=(0, 12, 149),
+                parity_count=2,
+                **common,
             )
         ),
     }
@@ -205,11 +233,16 @@ def afformer_frame_bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str
 def test_export_records_and_gates_the_frame_path(afformer_frame_bundles: dict[str, Path]) -> None:
     manifest = json.loads((afformer_frame_bundles["frame"] / "manifest.json").read_text())
     assert manifest["format_version"] == 2 and manifest["frame"]["color"] == "BGR"
-    assert [o["kind"] for o in manifest["outputs"]] == ["labels", "labels-full"]
+    assert [o["kind"] for o in manifest["outputs"]] == ["labels", "labels-full", "confidence"]
+    confidence = manifest["outputs"][2]
+    assert confidence["dtype"] == "uint8" and confidence["classes"] == [0, 12, 149]
+    assert confidence["shape"] == [1, 3, 16, 16]  # stride 8 at 128²
     frame = manifest["parity"]["frame"]
     assert frame["passed"] and set(frame["results"]) == {"onnx", "onnxruntime"}
+    assert frame["gates"]["fp32"]["confidence_max_abs"] == pytest.approx(1.5 / 255)
     for result in frame["results"].values():
         assert all(entry["agreement"] >= 0.9999 for entry in result["outputs"].values())
+        assert result["outputs"]["confidence"]["max_abs"] <= 1.5 / 255
 
 
 def test_afformer_frame_bundle_predicts_the_float_bundles_labels(afformer_frame_bundles: dict[str, Path]) -> None:

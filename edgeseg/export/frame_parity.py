@@ -31,6 +31,7 @@ from edgeseg.runtimes import available_backends, create_runner
 
 FP32_AGREEMENT = 0.9999
 FP16_CONFIDENCE = 1e-3
+UINT8_CONFIDENCE = 1.5 / 255  # one rounding step (a probability on a .5 boundary), and float error
 # Parity frames are enlarged to about this size when the graph takes any frame size.
 CAMERA_SIZE = (720, 1280)
 
@@ -68,7 +69,11 @@ class FrameReference(nn.Module):
             full = F.interpolate(logits, size=tuple(frame.shape[1:3]), mode="bilinear", align_corners=False)
             outputs["labels-full"] = full.argmax(1).to(self.label_dtype)
         if "confidence" in self.plan.outputs:
-            outputs["confidence"] = logits.softmax(1).half()
+            probabilities = logits.softmax(1)
+            if self.plan.confidence_classes is not None:
+                probabilities = probabilities[:, list(self.plan.confidence_classes)]
+            uint8 = self.plan.confidence_dtype == "uint8"
+            outputs["confidence"] = (probabilities * 255).round().to(torch.uint8) if uint8 else probabilities.half()
         return {kind: outputs[kind] for kind in self.plan.outputs}
 
 
@@ -124,7 +129,12 @@ class FrameCheck:
                         wanted = f"{ref.dtype} {ref.shape}"
                         raise ValueError(f"{filename}: {kind} is {out.dtype} {out.shape}, expected {wanted}")
                     entry = stats.setdefault(kind, {"agreement": 1.0})
-                    if ref.dtype.kind == "f":
+                    if kind == "confidence":  # float16, or uint8 in 1/255 steps
+                        scale = 255.0 if ref.dtype == np.uint8 else 1.0
+                        diff = float(np.max(np.abs(out.astype(np.float32) - ref.astype(np.float32)))) / scale
+                        entry["max_abs"] = max(entry.get("max_abs", 0.0), diff)
+                        entry["agreement"] = min(entry["agreement"], _agreement(ref.argmax(1), out.argmax(1)))
+                    elif ref.dtype.kind == "f":
                         diff = float(np.max(np.abs(out.astype(np.float32) - ref.astype(np.float32))))
                         entry["max_abs"] = max(entry.get("max_abs", 0.0), diff)
                         entry["agreement"] = min(entry["agreement"], _agreement(ref.argmax(1), out.argmax(1)))
@@ -152,8 +162,9 @@ class FrameCheck:
             if entry["agreement"] < gate
         ]
         confidence = stats.get("confidence", {}).get("max_abs", 0.0)
-        if fp32 and confidence > FP16_CONFIDENCE:
-            failures.append(f"confidence max_abs {confidence:.3g} > {FP16_CONFIDENCE:g}")
+        confidence_gate = UINT8_CONFIDENCE if self.plan.confidence_dtype == "uint8" else FP16_CONFIDENCE
+        if fp32 and confidence > confidence_gate:
+            failures.append(f"confidence max_abs {confidence:.3g} > {confidence_gate:.3g}")
         return failures
 
     def _description(self) -> str:
@@ -174,8 +185,15 @@ class FrameCheck:
             "reference": "PyTorch eager fp32 (un-fused model) inside FrameReference: F.interpolate to the model size, "
             "(x - mean) / std, then argmax / upsample + argmax / softmax as each output says",
             "frames": self._description(),
-            "gates": {"fp32": {"agreement": FP32_AGREEMENT, "confidence_max_abs": FP16_CONFIDENCE}}
-            | ({self.precision: {"agreement": self.agreement_gate}} if self.gated else {}),
+            "gates": {
+                "fp32": {
+                    "agreement": FP32_AGREEMENT,
+                    "confidence_max_abs": UINT8_CONFIDENCE
+                    if self.plan.confidence_dtype == "uint8"
+                    else FP16_CONFIDENCE,
+                }
+            }
+            | ({self.precision: {"agreement": self.agreement_gate}} if self.gated and self.precision != "fp32" else {}),
             "results": results,
             "passed": not failures,
             "failures": failures,

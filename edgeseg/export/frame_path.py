@@ -22,7 +22,8 @@ the graph to round exactly as the runtime does.
 Post-processing: ``labels`` = ArgMax over classes at the model's stride (first index on ties, as numpy);
 ``labels-full`` = Resize of the logits to the frame's own size (linear, half_pixel: mmseg's rule, as
 :func:`~edgeseg.imaging.labels_from_logits`) then ArgMax; label dtype uint8 up to 256 classes, else int32;
-``confidence`` = Softmax over classes, float16; ``logits`` = the model's float32 logits.
+``confidence`` = Softmax over classes (or the ``--confidence-classes`` among them), float16 or uint8
+(``round(255 · p)``, by QuantizeLinear); ``logits`` = the model's float32 logits.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeseg.manifest import INPUT_KINDS, OUTPUT_KINDS, OUTPUT_NAMES
+from edgeseg.manifest import CONFIDENCE_DTYPES, INPUT_KINDS, OUTPUT_KINDS, OUTPUT_NAMES
 
 FRAME_NAME = "frame"
 CORE_LOGITS = "frame_path/core_logits"
@@ -53,10 +54,24 @@ class FramePlan:
     input_kind: str = "float"
     outputs: tuple[str, ...] = ("logits",)
     frame_size: tuple[int, int] | None = None
+    confidence_dtype: str = "float16"  # or "uint8": round(255 · softmax)
+    confidence_classes: tuple[int, ...] | None = None  # the classes whose confidence is output (default: all)
 
     def __post_init__(self) -> None:
         if self.input_kind not in INPUT_KINDS:
             raise ValueError(f"--input {self.input_kind!r} is not one of {', '.join(INPUT_KINDS)}")
+        if self.confidence_dtype not in CONFIDENCE_DTYPES:
+            raise ValueError(
+                f"--confidence-dtype {self.confidence_dtype!r} is not one of {', '.join(CONFIDENCE_DTYPES)}"
+            )
+        custom = self.confidence_dtype != "float16" or self.confidence_classes is not None
+        if custom and "confidence" not in self.outputs:
+            raise ValueError(
+                "--confidence-dtype and --confidence-classes shape the confidence output; add it to --output"
+            )
+        picked = self.confidence_classes
+        if picked is not None and (not picked or len(set(picked)) != len(picked) or min(picked) < 0):
+            raise ValueError(f"--confidence-classes {list(picked)}: give distinct 0-based class indices, at least one")
         unknown = [o for o in self.outputs if o not in OUTPUT_KINDS]
         if unknown or not self.outputs or len(set(self.outputs)) != len(self.outputs):
             raise ValueError(
@@ -167,11 +182,34 @@ def post_graph(plan: FramePlan, logits_shape: Sequence[int | None]) -> onnx.Mode
             nodes.append(helper.make_node("Identity", [CORE_LOGITS], [name], name=f"{_P}logits"))
             outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(logits_shape)))
         elif kind == "confidence":
-            nodes += [
-                helper.make_node("Softmax", [CORE_LOGITS], [f"{_P}softmax"], name=f"{_P}softmax", axis=1),
-                helper.make_node("Cast", [f"{_P}softmax"], [name], name=f"{_P}confidence", to=TensorProto.FLOAT16),
-            ]
-            outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT16, list(logits_shape)))
+            nodes.append(helper.make_node("Softmax", [CORE_LOGITS], [f"{_P}softmax"], name=f"{_P}softmax", axis=1))
+            source, channels = f"{_P}softmax", num_classes
+            if plan.confidence_classes is not None:
+                if max(plan.confidence_classes) >= num_classes:
+                    raise ValueError(
+                        f"--confidence-classes {list(plan.confidence_classes)}: the model has {num_classes} classes"
+                    )
+                channels = len(plan.confidence_classes)
+                picked = np.array(plan.confidence_classes, np.int64)
+                inits.append(numpy_helper.from_array(picked, f"{_P}confidence_classes"))
+                nodes.append(
+                    helper.make_node(
+                        "Gather", [source, f"{_P}confidence_classes"], [f"{_P}picked"], name=f"{_P}pick", axis=1
+                    )
+                )
+                source = f"{_P}picked"
+            if plan.confidence_dtype == "uint8":  # QuantizeLinear rounds half to even and saturates: round(255·p)
+                inits += [
+                    numpy_helper.from_array(np.array(1 / 255, np.float32), f"{_P}confidence_scale"),
+                    numpy_helper.from_array(np.array(0, np.uint8), f"{_P}confidence_zero"),
+                ]
+                inputs_of = [source, f"{_P}confidence_scale", f"{_P}confidence_zero"]
+                nodes.append(helper.make_node("QuantizeLinear", inputs_of, [name], name=f"{_P}confidence"))
+                element = TensorProto.UINT8
+            else:
+                nodes.append(helper.make_node("Cast", [source], [name], name=f"{_P}confidence", to=TensorProto.FLOAT16))
+                element = TensorProto.FLOAT16
+            outputs.append(helper.make_tensor_value_info(name, element, [1, channels, h, w]))
         else:
             source, shape = CORE_LOGITS, [1, h, w]
             if kind == "labels-full":

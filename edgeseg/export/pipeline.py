@@ -79,6 +79,8 @@ class ExportRequest:
     input_kind: str = "float"
     outputs: tuple[str, ...] = ("logits",)
     frame_size: tuple[int, int] | None = None
+    confidence_dtype: str = "float16"  # --confidence-dtype: float16 or uint8
+    confidence_classes: tuple[int, ...] | None = None  # --confidence-classes (default: every class)
     head_attention: str | None = None  # "se", "cbam" or "ca": a block in the all-MLP head (models.create)
     model_options: dict[str, Any] = field(default_factory=dict)  # the family's build options (ModelSpec.options)
     classes: dict[str, Any] | None = None  # the manifest's classes block (edgeseg.weights.choice)
@@ -87,7 +89,9 @@ class ExportRequest:
     @property
     def plan(self) -> FramePlan:
         """The graph's input and outputs (``--input``, ``--output``, ``--frame-size``); validated."""
-        return FramePlan(self.input_kind, tuple(self.outputs), self.frame_size)
+        return FramePlan(
+            self.input_kind, tuple(self.outputs), self.frame_size, self.confidence_dtype, self.confidence_classes
+        )
 
 
 def tool_versions() -> dict[str, str]:
@@ -323,11 +327,12 @@ def _add_frame_path(
             "kind": kind,
             "shape": shapes[OUTPUT_NAMES[kind]],
             "layout": "NCHW" if kind in ("logits", "confidence") else "NHW",
-            "dtype": {"logits": "float32", "confidence": "float16"}.get(
+            "dtype": {"logits": "float32", "confidence": plan.confidence_dtype}.get(
                 kind, "uint8" if request.num_classes <= 256 else "int32"
             ),
             "stride": 1 if kind == "labels-full" else model_spec(model).output_stride,
             "postprocess": POSTPROCESS[kind],
+            "classes": plan.confidence_classes if kind == "confidence" else None,
         }
         for kind in plan.outputs
     ]
@@ -471,6 +476,7 @@ def _write_bundle(request: ExportRequest, folder: Path, scratch: Path) -> Manife
                 "input": plan.input_kind,
                 "outputs": list(plan.outputs),
                 "frame_size": list(plan.frame_size) if plan.frame_size else None,
+                "confidence_dtype": plan.confidence_dtype if "confidence" in plan.outputs else None,
                 "method": "ONNX graph surgery around the core artifacts (edgeseg.export.frame_path); OpenVINO: "
                 "the same pre/post graphs stitched around the core IR",
             },
