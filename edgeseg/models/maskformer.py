@@ -97,12 +97,14 @@ class MultiheadAttention(nn.Module):
         """B×L×C → B×heads×L×(C/heads)."""
         return x.reshape(x.shape[0], x.shape[1], self.heads, -1).transpose(1, 2)
 
+    def _project(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        """The query (0), key (1) or value (2) projection: rows ``index·C … (index+1)·C`` of ``in_proj``."""
+        dim = self.out_proj.in_features
+        rows = slice(index * dim, (index + 1) * dim)
+        return F.linear(x, self.in_proj_weight[rows], self.in_proj_bias[rows])
+
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
-        b_q, b_k, b_v = self.in_proj_bias.chunk(3)
-        q = self._split_heads(F.linear(query, w_q, b_q))
-        k = self._split_heads(F.linear(key, w_k, b_k))
-        v = self._split_heads(F.linear(value, w_v, b_v))
+        q, k, v = (self._split_heads(self._project(x, i)) for i, x in enumerate((query, key, value)))
         attention = torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1), dim=-1)
         out = (attention @ v).transpose(1, 2)
         return self.out_proj(out.reshape(out.shape[0], out.shape[1], -1))
@@ -139,7 +141,8 @@ class TransformerDecoder(nn.Module):
         self.norm = nn.LayerNorm(HIDDEN_DIM)
 
     def forward(self, memory: torch.Tensor, pos: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
-        tgt = torch.zeros_like(query_pos)
+        """``memory`` B×HW×C, ``pos`` 1×HW×C and ``query_pos`` Q×C broadcast over the batch; returns B×Q×C."""
+        tgt = memory.new_zeros((memory.shape[0], *query_pos.shape))
         for layer in self.layers:
             tgt = layer(tgt, memory, pos, query_pos)
         return self.norm(tgt)
@@ -179,11 +182,10 @@ class TransformerPredictor(nn.Module):
 
     def forward(self, res5: torch.Tensor, mask_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(pred_logits B×Q×(C+1), pred_masks B×Q×h×w at mask_features' size)."""
-        batch, _, h, w = res5.shape
-        pos = torch.from_numpy(sine_position_encoding(h, w, HIDDEN_DIM)).to(res5.dtype)
-        query_pos = self.query_embed.weight.unsqueeze(0).expand(batch, -1, -1)
+        h, w = res5.shape[-2:]
+        pos = torch.from_numpy(sine_position_encoding(h, w, HIDDEN_DIM)).to(res5.device, res5.dtype)
         memory = to_tokens(self.input_proj(res5))
-        hs = self.transformer.decoder(memory, to_tokens(pos), query_pos)
+        hs = self.transformer.decoder(memory, to_tokens(pos), self.query_embed.weight)
         n, c, mh, mw = mask_features.shape
         masks = self.mask_embed(hs) @ mask_features.reshape(n, c, mh * mw)
         return self.class_embed(hs), masks.reshape(n, -1, mh, mw)

@@ -1,0 +1,213 @@
+"""MaskFormer (detectron2 ResNet + pixel decoder + transformer decoder): golden parity, checkpoints, export."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edgeseg import models
+from edgeseg.models.checkpoint import CheckpointError, read_state_dict
+from edgeseg.models.fusion import fuse_model
+from edgeseg.models.maskformer import MultiheadAttention, sine_position_encoding
+from edgeseg.models.resnet import FrozenBatchNorm2d
+from tests.golden import GOLDEN_ROOT
+from tests.model_checks import assert_portable_graph, run_onnxruntime
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+GOLDEN = GOLDEN_ROOT / "maskformer_r50"
+ATOL = 1e-4  # the manifest's tolerance: 2-thread vs 1-thread runs of the official code differ by up to 2.8e-5
+# The official model's parameters (manifest params_total; FrozenBN statistics and affines are buffers).
+OFFICIAL_R50_PARAMS = 41_254_743
+# ResNet-101 has 17 more res4 bottlenecks: 1×1 1024→256, 3×3 256→256, 1×1 256→1024, no biases (frozen BN buffers).
+R101_EXTRA_PARAMS = 17 * (1024 * 256 + 256 * 256 * 9 + 256 * 1024)
+
+
+@pytest.fixture(scope="session")
+def maskformer_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The golden checkpoint rebuilt from ``keys.json`` with the official ``make_checkpoint.py``."""
+    script, keys = GOLDEN_ROOT / "make_checkpoint.py", GOLDEN / "keys.json"
+    if not keys.is_file() or not script.is_file():
+        pytest.skip(f"golden reference data {keys} is absent (set EDGESEG_GOLDEN to the shared/golden folder)")
+    out = tmp_path_factory.mktemp("maskformer_golden") / "maskformer_r50.pth"
+    subprocess.run([sys.executable, str(script), str(keys), str(out)], check=True, capture_output=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def golden_model(maskformer_checkpoint: Path) -> torch.nn.Module:
+    return models.create("maskformer-r50", checkpoint=maskformer_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def golden_run(golden_model: torch.nn.Module) -> dict[str, np.ndarray]:
+    """One eager ``model(x)`` on the golden input, with the backbone, pixel decoder and predictor outputs."""
+    seen: dict[str, np.ndarray] = {}
+    head = golden_model.sem_seg_head
+
+    def keep(*names: str):
+        def hook(module, inputs, output):
+            for name, value in zip(names, output if isinstance(output, (list, tuple)) else [output]):
+                seen[name] = value.numpy()
+
+        return hook
+
+    hooks = [
+        golden_model.backbone.register_forward_hook(keep("res2", "res3", "res4", "res5")),
+        head.pixel_decoder.register_forward_hook(keep("mask_features")),
+        head.predictor.register_forward_hook(keep("pred_logits", "pred_masks")),
+    ]
+    with torch.no_grad():
+        seen["semseg"] = golden_model(torch.from_numpy(np.load(GOLDEN / "input.npy"))).numpy()
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+def test_registry_names_and_specs():
+    assert {"maskformer-r50", "maskformer-r101"} <= set(models.list_models())
+    spec = models.get_spec("maskformer-r50")
+    assert (spec.output_stride, spec.input_multiple, spec.dynamic_resolution) == (4, 32, False)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["pred_logits", "pred_masks", "semseg", "mask_features", "features_res3", "features_res4", "features_res5"],
+)
+def test_golden_outputs_and_features(golden_run, name):
+    ours = golden_run[name.removeprefix("features_")]
+    np.testing.assert_allclose(ours, np.load(GOLDEN / f"{name}.npy"), rtol=0, atol=ATOL)
+
+
+def test_query_outputs_and_features_have_the_official_shapes(golden_model):
+    x = torch.from_numpy(np.load(GOLDEN / "input.npy"))[:, :, :64, :96]
+    with torch.no_grad():
+        outputs = golden_model.forward_outputs(x)
+        features = golden_model.forward_features(x)
+    assert outputs.pred_logits.shape == (1, 100, 151) and outputs.pred_masks.shape == (1, 100, 16, 24)
+    assert outputs.mask_features.shape == (1, 256, 16, 24)
+    assert [tuple(f.shape[1:]) for f in features] == [(256, 16, 24), (512, 8, 12), (1024, 4, 6), (2048, 2, 3)]
+
+
+def test_full_resolution_upsamples_the_mask_logits_before_the_sigmoid(maskformer_checkpoint):
+    model = models.create("maskformer-r50", checkpoint=maskformer_checkpoint, full_resolution=True)
+    assert model.spec.output_stride == 1
+    with torch.no_grad():
+        full = model(torch.from_numpy(np.load(GOLDEN / "input.npy"))).numpy()
+    assert full.shape == (1, 150, 256, 320)
+    np.testing.assert_allclose(full[:, :, ::4, ::4], np.load(GOLDEN / "semseg_full.npy"), rtol=0, atol=ATOL)
+    np.testing.assert_allclose(full[:, :, 112:144, 144:176], np.load(GOLDEN / "semseg_full_center.npy"), atol=ATOL)
+
+
+def test_parameter_counts_equal_the_official_ones(golden_model):
+    assert models.count_params(golden_model) == OFFICIAL_R50_PARAMS
+    assert models.count_params(models.create("maskformer-r101")) == OFFICIAL_R50_PARAMS + R101_EXTRA_PARAMS
+
+
+def official_position_encoding(h: int, w: int, features: int = 128) -> torch.Tensor:
+    """DETR's PositionEmbeddingSine(normalize=True) written out in float32 torch ops, for an all-valid mask."""
+    ones = torch.ones(1, h, w)
+    y_embed, x_embed = ones.cumsum(1), ones.cumsum(2)
+    y_embed = y_embed / (y_embed[:, -1:, :] + 1e-6) * 2 * math.pi
+    x_embed = x_embed / (x_embed[:, :, -1:] + 1e-6) * 2 * math.pi
+    dim_t = torch.arange(features, dtype=torch.float32)
+    dim_t = 10000 ** (2 * (dim_t // 2) / features)
+    pos_x, pos_y = x_embed[..., None] / dim_t, y_embed[..., None] / dim_t
+    pos_x = torch.stack((pos_x[..., 0::2].sin(), pos_x[..., 1::2].cos()), dim=4).flatten(3)
+    pos_y = torch.stack((pos_y[..., 0::2].sin(), pos_y[..., 1::2].cos()), dim=4).flatten(3)
+    return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("size", [(8, 10), (11, 15), (16, 16)])
+def test_position_encoding_is_the_official_formula(size):
+    ours = torch.from_numpy(sine_position_encoding(*size))
+    assert ours.shape == (1, 256, *size)
+    torch.testing.assert_close(ours, official_position_encoding(*size), rtol=0, atol=2e-6)
+
+
+def test_attention_equals_torch_multihead_attention_with_its_keys():
+    generator = torch.Generator().manual_seed(3)
+    reference = torch.nn.MultiheadAttention(32, 4).eval()
+    ours = MultiheadAttention(32, 4)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.3)
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    query, key, value = (torch.randn(2, n, 32, generator=generator) for n in (5, 7, 7))
+    with torch.no_grad():
+        expected = reference(query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1))[0].transpose(0, 1)
+        torch.testing.assert_close(ours(query, key, value), expected, rtol=0, atol=1e-5)
+
+
+def test_batches_are_independent_and_the_fused_model_has_no_frozen_batchnorm(golden_model):
+    x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(4))
+    fused = fuse_model(golden_model)
+    assert not [m for m in fused.modules() if isinstance(m, FrozenBatchNorm2d)]
+    with torch.no_grad():
+        batch = golden_model(x)
+        single = golden_model(x[1:])
+        folded = fused(x)
+    assert batch.shape == (2, 150, 16, 24)
+    assert (batch[0] - batch[1]).abs().max() > 1e-2  # the two images give different scores
+    torch.testing.assert_close(batch[1:], single, rtol=0, atol=ATOL)  # GEMM blocking differs with the batch
+    torch.testing.assert_close(folded, batch, rtol=0, atol=ATOL)
+
+
+def test_criterion_is_ignored_and_old_format_head_keys_load(maskformer_checkpoint, golden_model):
+    state = read_state_dict(maskformer_checkpoint)
+    old = {k.replace("sem_seg_head.pixel_decoder.", "sem_seg_head."): v for k, v in state.items()}
+    model = models.create("maskformer-r50", checkpoint={**old, "pixel_mean": torch.zeros(3, 1, 1)})
+    assert sorted(model.checkpoint_report.ignored) == ["criterion.empty_weight", "pixel_mean"]
+    assert model.checkpoint_report.loaded == len(state) - 1
+    ours, golden = model.state_dict(), golden_model.state_dict()
+    assert all(torch.equal(ours[k], golden[k]) for k in golden)
+
+
+def test_missing_keys_and_wrong_class_counts_are_explained(maskformer_checkpoint):
+    state = read_state_dict(maskformer_checkpoint)
+    del state["sem_seg_head.predictor.query_embed.weight"]
+    with pytest.raises(CheckpointError, match=r"missing keys: sem_seg_head\.predictor\.query_embed\.weight"):
+        models.create("maskformer-r50", checkpoint=state)
+    with pytest.raises(CheckpointError, match=r"class_embed\.weight \(151, 256\) vs model \(20, 256\)"):
+        models.create("maskformer-r50", num_classes=19, checkpoint=maskformer_checkpoint)
+
+
+def test_sides_that_are_not_multiples_of_32_are_refused(golden_model):
+    with pytest.raises(ValueError, match="multiples of 32, got 80x96"):
+        golden_model(torch.zeros(1, 3, 80, 96))
+
+
+@pytest.mark.slow
+def test_bundle_matches_eager_and_golden_in_onnxruntime_and_openvino(maskformer_checkpoint, tmp_path):
+    from edgeseg.bundle import read_bundle
+    from edgeseg.export import ExportRequest, export_bundle
+
+    request = ExportRequest(
+        model="maskformer-r50",
+        out=tmp_path / "bundle",
+        target="openvino",
+        input_size=(256, 320),
+        checkpoint=maskformer_checkpoint,
+        parity_inputs=1,
+        parity_count=2,
+    )
+    bundle = read_bundle(export_bundle(request))
+    parity = bundle.manifest.parity
+    assert parity["passed"] and set(parity["results"]) == {"onnx", "openvino"}  # the .onnx runs in ONNX Runtime
+    assert max(r["max_abs"] for r in parity["results"].values()) <= ATOL
+    logits = bundle.manifest.output("logits")
+    assert logits is not None and logits.shape == (1, 150, 64, 80) and logits.stride == 4
+    proto = onnx.load(str(bundle.path / "model.onnx"))
+    ops = assert_portable_graph(proto)  # no Einsum, ≤ 4-D tensors
+    # The last layer's outputs only (all six: 6 class softmaxes, 6 sigmoids); the first self-attention, over the
+    # constant queries, may fold to a constant.
+    assert ops["Sigmoid"] == 1 and 2 * 6 - 1 <= ops["Softmax"] <= 2 * 6 + 1
+    semseg = run_onnxruntime(proto, np.load(GOLDEN / "input.npy"))
+    np.testing.assert_allclose(semseg, np.load(GOLDEN / "semseg.npy"), rtol=0, atol=ATOL)
