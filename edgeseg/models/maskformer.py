@@ -192,7 +192,7 @@ class TransformerPredictor(nn.Module):
 
 
 class BasePixelDecoder(nn.Module):
-    """MaskFormer's FPN pixel decoder; keys ``adapter_{1,2,3}``, ``layer_{1..4}`` (index 1 = res2), ``mask_features``."""
+    """MaskFormer's FPN pixel decoder: keys ``adapter_{1,2,3}``, ``layer_{1..4}`` (1 = res2), ``mask_features``."""
 
     def __init__(self, in_channels: list[int]) -> None:
         super().__init__()
