@@ -15,6 +15,7 @@ import torch
 from edgeseg import models
 from edgeseg.models.checkpoint import CheckpointError, read_state_dict
 from edgeseg.models.fusion import fuse_model
+from edgeseg.models.hf_maskformer import HF_PREFIX
 from edgeseg.models.maskformer import MultiheadAttention, sine_position_encoding
 from edgeseg.models.resnet import FrozenBatchNorm2d
 from tests.golden import GOLDEN_ROOT
@@ -182,6 +183,60 @@ def test_missing_keys_and_wrong_class_counts_are_explained(maskformer_checkpoint
 def test_sides_that_are_not_multiples_of_32_are_refused(golden_model):
     with pytest.raises(ValueError, match="multiples of 32, got 80x96"):
         golden_model(torch.zeros(1, 3, 80, 96))
+
+
+@pytest.fixture(scope="module")
+def hf_maskformer() -> torch.nn.Module:
+    """A transformers MaskFormer-R50 (built from a config, nothing downloaded) with every tensor randomised."""
+    transformers = pytest.importorskip("transformers", reason="transformers is a test-only dependency")
+    backbone = transformers.ResNetConfig(
+        depths=[3, 4, 6, 3],
+        hidden_sizes=[256, 512, 1024, 2048],
+        layer_type="bottleneck",
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    config = transformers.MaskFormerConfig(backbone_config=backbone, num_labels=150)
+    model = transformers.MaskFormerForInstanceSegmentation(config).eval()
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # HF initialises biases and norms to constants, which would hide swapped keys
+        for name, tensor in model.state_dict().items():
+            if not tensor.is_floating_point():
+                continue
+            noise = torch.rand(tensor.shape, generator=generator)
+            tensor.copy_(noise + 0.5 if name.endswith("running_var") else tensor + (noise - 0.5) * 0.2)
+    return model
+
+
+def test_hf_checkpoint_loads_and_gives_the_hf_outputs(hf_maskformer, tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in hf_maskformer.state_dict().items()}, path)
+    model = models.create("maskformer-r50", checkpoint=path)
+    report = model.checkpoint_report
+    assert "criterion.empty_weight" in report.ignored and not report.initialised
+    assert len(report.ignored) == 1 + 53  # the criterion and every BatchNorm's num_batches_tracked
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        expected = hf_maskformer(pixel_values=x)
+        ours = model.forward_outputs(x)
+    torch.testing.assert_close(ours.pred_logits, expected.class_queries_logits, rtol=0, atol=ATOL)
+    torch.testing.assert_close(ours.pred_masks, expected.masks_queries_logits, rtol=0, atol=ATOL)
+
+
+def test_hf_transformers_4_names_load_the_same_tensors(hf_maskformer):
+    state = hf_maskformer.state_dict()
+    v4 = {k.replace(".mlp.fc", ".fc").replace(".o_proj.", ".out_proj."): v for k, v in state.items()}
+    assert v4.keys() != state.keys()
+    ours_v4 = models.create("maskformer-r50", checkpoint=v4).state_dict()
+    ours_v5 = models.create("maskformer-r50", checkpoint=state).state_dict()
+    assert all(torch.equal(ours_v4[k], ours_v5[k]) for k in ours_v5)
+
+
+def test_hf_swin_backbone_is_refused_with_the_reason(hf_maskformer):
+    state = {**hf_maskformer.state_dict(), HF_PREFIX + "encoder.embeddings.patch_embeddings.weight": torch.zeros(1)}
+    with pytest.raises(CheckpointError, match="ResNet backbone only"):
+        models.create("maskformer-r50", checkpoint=state)
 
 
 @pytest.mark.slow

@@ -4,8 +4,9 @@ Re-implementation of facebookresearch/MaskFormer's inference path (``MaskFormerH
 and ``TransformerPredictor``, ADE20K configs) on detectron2's ResNet-50/101 (:mod:`edgeseg.models.resnet`),
 loading the official detectron2 key names unchanged (``backbone.*``, ``sem_seg_head.pixel_decoder.*``,
 ``sem_seg_head.predictor.*``; the old-format ``sem_seg_head.<decoder key>`` layout the official head renames is
-renamed too). The training-only ``criterion.*`` tensors (and ``pixel_mean``/``pixel_std`` where a checkpoint
-carries them) are ignored and listed in the load report.
+renamed too), and Hugging Face ``MaskFormerForInstanceSegmentation`` checkpoints with a ResNet backbone through
+the key map in :mod:`edgeseg.models.hf_maskformer`. The training-only ``criterion.*`` tensors, ``pixel_mean`` /
+``pixel_std`` where a checkpoint carries them and BatchNorm counters are ignored and listed in the load report.
 
 - **Pixel decoder** (FPN, 256 channels, GroupNorm(32)): ``layer_4`` = 3×3 conv + GN + ReLU on res5; for res4,
   res3, res2 the lateral ``adapter_k`` (1×1 conv + GN) plus the nearest-upsampled coarser map, then ``layer_k``
@@ -42,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgeseg.models.hf_maskformer import hf_to_detectron2, is_hf_maskformer
 from edgeseg.models.layers import to_tokens
 from edgeseg.models.registry import register_variants
 from edgeseg.models.resnet import NormConv2d, ResNet
@@ -257,7 +259,7 @@ class MaskFormer(nn.Module):
     ``forward_features(x)`` the backbone's [res2, res3, res4, res5]; ``forward_outputs(x)`` the query outputs.
     """
 
-    checkpoint_ignored = (r"^criterion\.", r"^pixel_(mean|std)$")
+    checkpoint_ignored = (r"^criterion\.", r"^pixel_(mean|std)$", r"\.num_batches_tracked$")
 
     def __init__(self, variant: str, num_classes: int, *, full_resolution: bool = False) -> None:
         super().__init__()
@@ -287,8 +289,11 @@ class MaskFormer(nn.Module):
 
     @staticmethod
     def remap_checkpoint(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Old-format keys ``sem_seg_head.<pixel decoder key>`` move under ``sem_seg_head.pixel_decoder.``, as the
-        official ``MaskFormerHead`` does for checkpoints without a version."""
+        """Hugging Face checkpoints are renamed to detectron2's keys; old-format keys ``sem_seg_head.<pixel decoder
+        key>`` move under ``sem_seg_head.pixel_decoder.``, as the official ``MaskFormerHead`` does for checkpoints
+        without a version."""
+        if is_hf_maskformer(state):
+            return hf_to_detectron2(state)
         renamed = {}
         for key, tensor in state.items():
             head_key = key.startswith("sem_seg_head.") and not key.startswith(

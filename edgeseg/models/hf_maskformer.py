@@ -1,0 +1,136 @@
+"""Hugging Face ``MaskFormerForInstanceSegmentation`` checkpoints (ResNet backbone) → detectron2 names.
+
+The HF model computes what the official one does (same ResNet with eval BatchNorm, FPN pixel decoder, DETR
+decoder, heads); only the names differ, and attention keeps separate ``q_proj``/``k_proj``/``v_proj`` Linear
+layers where ``nn.MultiheadAttention`` has one ``in_proj`` (rows q, k, v). Both the transformers 4.x decoder names
+(``fc1``, ``self_attn.out_proj``) and the ≥ 5 ones (``mlp.fc1``, ``self_attn.o_proj``) are accepted. BatchNorm
+``num_batches_tracked`` counters keep their place and are ignored by the model; ``criterion.empty_weight`` too.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from edgeseg.models.checkpoint import CheckpointError
+
+HF_PREFIX = "model.pixel_level_module."
+_BACKBONE = HF_PREFIX + "encoder."
+_DECODER = HF_PREFIX + "decoder."
+_TRANSFORMER = "model.transformer_module."
+_NORM_FIELDS = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
+
+_BLOCK = rf"^{_BACKBONE}encoder\.stages\.(\d+)\.layers\.(\d+)\."
+
+# (HF regex, detectron2 replacement) for the backbone; stage s of HF is detectron2's res{s+2}.
+BACKBONE_RULES = (
+    (rf"^{_BACKBONE}embedder\.embedder\.convolution\.weight$", "backbone.stem.conv1.weight"),
+    (rf"^{_BACKBONE}embedder\.embedder\.normalization\.{_NORM_FIELDS}$", r"backbone.stem.conv1.norm.\1"),
+    (rf"{_BLOCK}shortcut\.convolution\.weight$", "res:shortcut.weight"),
+    (rf"{_BLOCK}shortcut\.normalization\.{_NORM_FIELDS}$", "res:shortcut.norm"),
+    (rf"{_BLOCK}layer\.(\d)\.convolution\.weight$", "res:conv.weight"),
+    (rf"{_BLOCK}layer\.(\d)\.normalization\.{_NORM_FIELDS}$", "res:conv.norm"),
+)
+
+# Decoder-layer names: transformers ≥ 5 and 4.x → nn.TransformerDecoderLayer's.
+LAYER_RENAMES = (
+    (".self_attn_layer_norm.", ".norm1."),
+    (".encoder_attn_layer_norm.", ".norm2."),
+    (".final_layer_norm.", ".norm3."),
+    (".encoder_attn.", ".multihead_attn."),
+    (".mlp.fc1.", ".linear1."),
+    (".mlp.fc2.", ".linear2."),
+    (".fc1.", ".linear1."),
+    (".fc2.", ".linear2."),
+    (".o_proj.", ".out_proj."),
+)
+
+
+def is_hf_maskformer(state: dict[str, torch.Tensor]) -> bool:
+    """True for the key layout of a transformers ``MaskFormerForInstanceSegmentation`` state dict."""
+    return any(key.startswith(HF_PREFIX) for key in state)
+
+
+def _backbone_key(key: str) -> str:
+    for pattern, target in BACKBONE_RULES:
+        match = re.match(pattern, key)
+        if match is None:
+            continue
+        if not target.startswith("res:"):
+            return match.expand(target)
+        stage, block = int(match[1]) + 2, match[2]
+        if target == "res:shortcut.weight":
+            return f"backbone.res{stage}.{block}.shortcut.weight"
+        if target == "res:shortcut.norm":
+            return f"backbone.res{stage}.{block}.shortcut.norm.{match[3]}"
+        conv = f"backbone.res{stage}.{block}.conv{int(match[3]) + 1}"
+        return f"{conv}.weight" if target == "res:conv.weight" else f"{conv}.norm.{match[4]}"
+    raise CheckpointError(
+        f"Hugging Face MaskFormer key {key!r} is not a ResNet backbone key; edgeseg's maskformer-r50/r101 load "
+        "checkpoints with a ResNet backbone only (Swin backbones are not built)"
+    )
+
+
+def _pixel_decoder_key(key: str, levels: int) -> str:
+    rest = key[len(_DECODER) :]
+    prefix = "sem_seg_head.pixel_decoder."
+    if rest.startswith("mask_projection."):
+        return prefix + "mask_features." + rest[len("mask_projection.") :]
+    match = re.match(r"^fpn\.stem\.([01])\.(\w+)$", rest)
+    if match:
+        return f"{prefix}layer_{levels}.{'norm.' if match[1] == '1' else ''}{match[2]}"
+    match = re.match(r"^fpn\.layers\.(\d+)\.(proj|block)\.([01])\.(\w+)$", rest)
+    if match:
+        name = "adapter" if match[2] == "proj" else "layer"
+        return f"{prefix}{name}_{levels - 1 - int(match[1])}.{'norm.' if match[3] == '1' else ''}{match[4]}"
+    raise CheckpointError(f"unknown Hugging Face MaskFormer pixel-decoder key {key!r}")
+
+
+def _transformer_items(key: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+    rest = key[len(_TRANSFORMER) :]
+    prefix = "sem_seg_head.predictor."
+    simple = {"queries_embedder.": "query_embed.", "input_projection.": "input_proj."}
+    for old, new in simple.items():
+        if rest.startswith(old):
+            return {prefix + new + rest[len(old) :]: tensor}
+    if rest.startswith("decoder.layernorm."):
+        return {prefix + "transformer.decoder.norm." + rest[len("decoder.layernorm.") :]: tensor}
+    if rest.startswith("decoder.layers."):
+        name = "." + rest
+        for old, new in LAYER_RENAMES:
+            name = name.replace(old, new)
+        return {prefix + "transformer" + name: tensor}
+    raise CheckpointError(f"unknown Hugging Face MaskFormer transformer key {key!r}")
+
+
+def _merge_in_projections(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``*.{q,k,v}_proj.{weight,bias}`` → ``*.in_proj_{weight,bias}`` (rows q, k, v)."""
+    merged = {k: v for k, v in state.items() if not re.search(r"\.[qkv]_proj\.", k)}
+    stems = sorted({re.sub(r"\.[qkv]_proj\.(weight|bias)$", "", k) for k in state if re.search(r"\.[qkv]_proj\.", k)})
+    for stem in stems:
+        for field in ("weight", "bias"):
+            parts = [state.get(f"{stem}.{p}_proj.{field}") for p in "qkv"]
+            if any(p is None for p in parts):
+                raise CheckpointError(f"Hugging Face MaskFormer attention {stem} lacks one of q/k/v_proj.{field}")
+            merged[f"{stem}.in_proj_{field}"] = torch.cat([p for p in parts if p is not None])
+    return merged
+
+
+def hf_to_detectron2(state: dict[str, torch.Tensor], levels: int = 4) -> dict[str, torch.Tensor]:
+    """A transformers MaskFormer (ResNet) state dict renamed to the official detectron2 keys."""
+    renamed: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        if key.startswith(_BACKBONE):
+            renamed[_backbone_key(key)] = tensor
+        elif key.startswith(_DECODER):
+            renamed[_pixel_decoder_key(key, levels)] = tensor
+        elif key.startswith(_TRANSFORMER):
+            renamed.update(_transformer_items(key, tensor))
+        elif key.startswith("class_predictor."):
+            renamed["sem_seg_head.predictor.class_embed." + key[len("class_predictor.") :]] = tensor
+        elif match := re.match(r"^mask_embedder\.(\d+)\.0\.(\w+)$", key):
+            renamed[f"sem_seg_head.predictor.mask_embed.layers.{match[1]}.{match[2]}"] = tensor
+        else:
+            renamed[key] = tensor  # criterion.* (ignored by the model) or a key the load reports as unexpected
+    return _merge_in_projections(renamed)
