@@ -18,6 +18,7 @@ from edgeseg.models.fusion import fuse_model
 from edgeseg.models.hf_maskformer import HF_PREFIX
 from edgeseg.models.maskformer import MultiheadAttention, sine_position_encoding
 from edgeseg.models.resnet import FrozenBatchNorm2d
+from edgeseg.models.swin import shifted_window_mask, window_partition, window_reverse
 from tests.golden import GOLDEN_ROOT
 from tests.model_checks import assert_portable_graph, run_onnxruntime
 
@@ -73,7 +74,7 @@ def golden_run(golden_model: torch.nn.Module) -> dict[str, np.ndarray]:
 
 
 def test_registry_names_and_specs():
-    assert {"maskformer-r50", "maskformer-r101"} <= set(models.list_models())
+    assert {"maskformer-r50", "maskformer-r101", "maskformer-swin-t", "maskformer-swin-s"} <= set(models.list_models())
     spec = models.get_spec("maskformer-r50")
     assert (spec.output_stride, spec.input_multiple, spec.dynamic_resolution) == (4, 32, False)
 
@@ -233,10 +234,86 @@ def test_hf_transformers_4_names_load_the_same_tensors(hf_maskformer):
     assert all(torch.equal(ours_v4[k], ours_v5[k]) for k in ours_v5)
 
 
-def test_hf_swin_backbone_is_refused_with_the_reason(hf_maskformer):
-    state = {**hf_maskformer.state_dict(), HF_PREFIX + "encoder.embeddings.patch_embeddings.weight": torch.zeros(1)}
-    with pytest.raises(CheckpointError, match="ResNet backbone only"):
+def test_hf_backbones_other_than_resnet_and_swin_are_refused_with_the_reason(hf_maskformer):
+    state = {**hf_maskformer.state_dict(), HF_PREFIX + "encoder.stem.conv.weight": torch.zeros(1)}
+    with pytest.raises(CheckpointError, match="neither a ResNet nor a MaskFormer-Swin backbone key"):
         models.create("maskformer-r50", checkpoint=state)
+
+
+def official_window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """The official Swin ``window_partition`` (a 6-D view)."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window, window, w // window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, window, window, c)
+
+
+def official_shift_mask(height: int, width: int, window: int, shift: int) -> torch.Tensor:
+    """The official shifted-window mask: regions labelled by slice assignment, −100 across regions."""
+    labels = torch.zeros(1, height, width, 1)
+    count = 0
+    for hs in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
+        for ws in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
+            labels[:, hs, ws, :] = count
+            count += 1
+    windows = official_window_partition(labels, window).view(-1, window * window)
+    mask = windows.unsqueeze(1) - windows.unsqueeze(2)
+    return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+
+
+def test_windows_are_the_official_partition_and_invert():
+    x = torch.randn(2, 14, 21, 5, generator=torch.Generator().manual_seed(7))
+    windows = window_partition(x, 7)
+    torch.testing.assert_close(windows, official_window_partition(x, 7).reshape(-1, 49, 5), rtol=0, atol=0)
+    torch.testing.assert_close(window_reverse(windows, 7, 2, 14, 21), x, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("size", [(14, 21), (7, 7), (28, 14)])
+def test_shift_mask_is_the_official_one(size):
+    ours = torch.from_numpy(shifted_window_mask(*size, 7, 3))
+    torch.testing.assert_close(ours[:, 0], official_shift_mask(*size, 7, 3), rtol=0, atol=0)
+
+
+@pytest.fixture(scope="module")
+def hf_maskformer_swin() -> torch.nn.Module:
+    """A transformers MaskFormer with the Swin-T backbone (MaskFormerSwin), every tensor randomised."""
+    transformers = pytest.importorskip("transformers", reason="transformers is a test-only dependency")
+    backbone = transformers.MaskFormerSwinConfig(
+        embed_dim=96,
+        depths=[2, 2, 6, 2],
+        num_heads=[3, 6, 12, 24],
+        window_size=7,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    model = transformers.MaskFormerForInstanceSegmentation(
+        transformers.MaskFormerConfig(backbone_config=backbone, num_labels=150)
+    ).eval()
+    generator = torch.Generator().manual_seed(8)
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor += (torch.rand(tensor.shape, generator=generator) - 0.5) * 0.1
+    return model
+
+
+def test_hf_swin_checkpoint_loads_and_gives_the_hf_outputs(hf_maskformer_swin):
+    model = models.create("maskformer-swin-t", checkpoint=hf_maskformer_swin.state_dict())
+    unused = [f"{HF_PREFIX}encoder.model.layernorm.{p}" for p in ("weight", "bias")]
+    assert sorted(model.checkpoint_report.ignored) == sorted(["criterion.empty_weight", *unused])
+    x = torch.randn(1, 3, 96, 160, generator=torch.Generator().manual_seed(9))  # res2 24×40: windows are padded
+    with torch.no_grad():
+        expected = hf_maskformer_swin(pixel_values=x, output_hidden_states=True)
+        ours = model.forward_outputs(x)
+        features = model.forward_features(x)
+    for theirs, mine in zip(expected.encoder_hidden_states, features, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-5)
+    torch.testing.assert_close(ours.pred_logits, expected.class_queries_logits, rtol=0, atol=ATOL)
+    torch.testing.assert_close(ours.pred_masks, expected.masks_queries_logits, rtol=1e-5, atol=ATOL)
+
+
+def test_swin_parameter_counts():
+    # MaskFormer's Swin-T and Swin-S (paper: 42M and 63M); Swin-T = the HF model less its unused final LayerNorm.
+    assert models.count_params(models.create("maskformer-swin-t")) == 41_757_009
+    assert models.count_params(models.create("maskformer-swin-s")) == 63_074_913
 
 
 @pytest.mark.slow
@@ -266,3 +343,23 @@ def test_bundle_matches_eager_and_golden_in_onnxruntime_and_openvino(maskformer_
     assert ops["Sigmoid"] == 1 and 2 * 6 - 1 <= ops["Softmax"] <= 2 * 6 + 1
     semseg = run_onnxruntime(proto, np.load(GOLDEN / "input.npy"))
     np.testing.assert_allclose(semseg, np.load(GOLDEN / "semseg.npy"), rtol=0, atol=ATOL)
+
+
+@pytest.mark.slow
+def test_swin_graph_runs_in_onnxruntime_and_openvino(tmp_path):
+    import openvino as ov
+
+    from edgeseg.export.graph import build_export_graph
+
+    model = models.create("maskformer-swin-t")
+    proto = build_export_graph(model, "openvino", "fp32", (64, 96)).proto
+    assert_portable_graph(proto)  # window partition, shift and mask in ≤ 4-D tensors
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(10))
+    with torch.no_grad():
+        expected = model(x).numpy()
+    np.testing.assert_allclose(run_onnxruntime(proto, x), expected, rtol=0, atol=ATOL)
+    onnx.save(proto, tmp_path / "model.onnx")
+    compiled = ov.Core().compile_model(
+        ov.convert_model(tmp_path / "model.onnx"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+    )
+    np.testing.assert_allclose(compiled(x.numpy())[0], expected, rtol=0, atol=ATOL)

@@ -1,10 +1,11 @@
-"""Hugging Face ``MaskFormerForInstanceSegmentation`` checkpoints (ResNet backbone) → detectron2 names.
+"""Hugging Face ``MaskFormerForInstanceSegmentation`` checkpoints (ResNet or Swin backbone) → official names.
 
-The HF model computes what the official one does (same ResNet with eval BatchNorm, FPN pixel decoder, DETR
-decoder, heads); only the names differ, and attention keeps separate ``q_proj``/``k_proj``/``v_proj`` Linear
-layers where ``nn.MultiheadAttention`` has one ``in_proj`` (rows q, k, v). Both the transformers 4.x decoder names
-(``fc1``, ``self_attn.out_proj``) and the ≥ 5 ones (``mlp.fc1``, ``self_attn.o_proj``) are accepted. BatchNorm
-``num_batches_tracked`` counters keep their place and are ignored by the model; ``criterion.empty_weight`` too.
+The HF model computes what the official one does (same ResNet with eval BatchNorm or Swin with padded windows, FPN
+pixel decoder, DETR decoder, heads); only the names differ, and attention keeps separate query/key/value Linear
+layers where ``nn.MultiheadAttention`` has one ``in_proj`` and Swin one ``qkv`` Linear (rows q, k, v). Both the
+transformers 4.x decoder names (``fc1``, ``self_attn.out_proj``) and the ≥ 5 ones (``mlp.fc1``,
+``self_attn.o_proj``) are accepted. BatchNorm ``num_batches_tracked`` counters, ``criterion.empty_weight`` and the
+HF Swin model's final LayerNorm (MaskFormer never uses it) keep a name the model ignores and lists.
 """
 
 from __future__ import annotations
@@ -33,6 +34,29 @@ BACKBONE_RULES = (
     (rf"{_BLOCK}layer\.(\d)\.normalization\.{_NORM_FIELDS}$", "res:conv.norm"),
 )
 
+_SWIN = _BACKBONE + "model."
+_SWIN_BLOCK = rf"^{_SWIN}encoder\.layers\.(\d+)\.blocks\.(\d+)\."
+# The Swin model's final LayerNorm, which MaskFormer's backbone never uses (it has one norm per output).
+HF_UNUSED_SWIN_NORM = rf"^{_SWIN}layernorm\."
+
+# (HF regex, official key) for MaskFormer's Swin backbone; query/key/value go to ``{q,k,v}_proj`` for merging.
+SWIN_RULES = (
+    (rf"^{_SWIN}embeddings\.patch_embeddings\.projection\.", "backbone.patch_embed.proj."),
+    (rf"^{_SWIN}embeddings\.norm\.", "backbone.patch_embed.norm."),
+    (rf"{_SWIN_BLOCK}layernorm_before\.", r"backbone.layers.\1.blocks.\2.norm1."),
+    (rf"{_SWIN_BLOCK}layernorm_after\.", r"backbone.layers.\1.blocks.\2.norm2."),
+    (rf"{_SWIN_BLOCK}attention\.self\.relative_position_", r"backbone.layers.\1.blocks.\2.attn.relative_position_"),
+    (rf"{_SWIN_BLOCK}attention\.self\.(q)uery\.", r"backbone.layers.\1.blocks.\2.attn.\3_proj."),
+    (rf"{_SWIN_BLOCK}attention\.self\.(k)ey\.", r"backbone.layers.\1.blocks.\2.attn.\3_proj."),
+    (rf"{_SWIN_BLOCK}attention\.self\.(v)alue\.", r"backbone.layers.\1.blocks.\2.attn.\3_proj."),
+    (rf"{_SWIN_BLOCK}attention\.output\.dense\.", r"backbone.layers.\1.blocks.\2.attn.proj."),
+    (rf"{_SWIN_BLOCK}intermediate\.dense\.", r"backbone.layers.\1.blocks.\2.mlp.fc1."),
+    (rf"{_SWIN_BLOCK}output\.dense\.", r"backbone.layers.\1.blocks.\2.mlp.fc2."),
+    (rf"^{_SWIN}encoder\.layers\.(\d+)\.downsample\.", r"backbone.layers.\1.downsample."),
+    (rf"^{_BACKBONE}hidden_states_norms\.(\d+)\.", r"backbone.norm\1."),
+    (HF_UNUSED_SWIN_NORM, f"{_SWIN}layernorm."),  # kept for the model to ignore and list
+)
+
 # Decoder-layer names: transformers ≥ 5 and 4.x → nn.TransformerDecoderLayer's.
 LAYER_RENAMES = (
     (".self_attn_layer_norm.", ".norm1."),
@@ -53,6 +77,10 @@ def is_hf_maskformer(state: dict[str, torch.Tensor]) -> bool:
 
 
 def _backbone_key(key: str) -> str:
+    for pattern, replacement in SWIN_RULES:
+        renamed, found = re.subn(pattern, replacement, key)
+        if found:
+            return renamed
     for pattern, target in BACKBONE_RULES:
         match = re.match(pattern, key)
         if match is None:
@@ -67,8 +95,8 @@ def _backbone_key(key: str) -> str:
         conv = f"backbone.res{stage}.{block}.conv{int(match[3]) + 1}"
         return f"{conv}.weight" if target == "res:conv.weight" else f"{conv}.norm.{match[4]}"
     raise CheckpointError(
-        f"Hugging Face MaskFormer key {key!r} is not a ResNet backbone key; edgeseg's maskformer-r50/r101 load "
-        "checkpoints with a ResNet backbone only (Swin backbones are not built)"
+        f"Hugging Face MaskFormer key {key!r} is neither a ResNet nor a MaskFormer-Swin backbone key; edgeseg "
+        "builds those two backbones only (maskformer-r50/r101/swin-t/swin-s)"
     )
 
 
@@ -105,7 +133,8 @@ def _transformer_items(key: str, tensor: torch.Tensor) -> dict[str, torch.Tensor
 
 
 def _merge_in_projections(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``*.{q,k,v}_proj.{weight,bias}`` → ``*.in_proj_{weight,bias}`` (rows q, k, v)."""
+    """``*.{q,k,v}_proj.{weight,bias}`` → ``*.in_proj_{weight,bias}`` (the decoder's ``nn.MultiheadAttention``) or
+    ``*.qkv.{weight,bias}`` (Swin's attention): rows q, k, v."""
     merged = {k: v for k, v in state.items() if not re.search(r"\.[qkv]_proj\.", k)}
     stems = sorted({re.sub(r"\.[qkv]_proj\.(weight|bias)$", "", k) for k in state if re.search(r"\.[qkv]_proj\.", k)})
     for stem in stems:
@@ -113,7 +142,8 @@ def _merge_in_projections(state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
             parts = [state.get(f"{stem}.{p}_proj.{field}") for p in "qkv"]
             if any(p is None for p in parts):
                 raise CheckpointError(f"Hugging Face MaskFormer attention {stem} lacks one of q/k/v_proj.{field}")
-            merged[f"{stem}.in_proj_{field}"] = torch.cat([p for p in parts if p is not None])
+            name = f"{stem}.qkv.{field}" if stem.startswith("backbone.") else f"{stem}.in_proj_{field}"
+            merged[name] = torch.cat([p for p in parts if p is not None])
     return merged
 
 

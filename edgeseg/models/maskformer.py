@@ -43,12 +43,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeseg.models.hf_maskformer import hf_to_detectron2, is_hf_maskformer
+from edgeseg.models.hf_maskformer import HF_UNUSED_SWIN_NORM, hf_to_detectron2, is_hf_maskformer
 from edgeseg.models.layers import to_tokens
 from edgeseg.models.registry import register_variants
-from edgeseg.models.resnet import NormConv2d, ResNet
+from edgeseg.models.resnet import RESNET_DEPTHS, NormConv2d, ResNet
+from edgeseg.models.swin import SWIN_VARIANTS, SwinBackbone
 
-VARIANTS = {"r50": 50, "r101": 101}
+RESNETS = {f"r{depth}": depth for depth in RESNET_DEPTHS}
+VARIANTS = (*RESNETS, *SWIN_VARIANTS)
 CONV_DIM = 256
 MASK_DIM = 256
 GROUPNORM_GROUPS = 32
@@ -259,7 +261,9 @@ class MaskFormer(nn.Module):
     ``forward_features(x)`` the backbone's [res2, res3, res4, res5]; ``forward_outputs(x)`` the query outputs.
     """
 
-    checkpoint_ignored = (r"^criterion\.", r"^pixel_(mean|std)$", r"\.num_batches_tracked$")
+    # Swin's relative position index is a function of the window size; a checkpoint without it keeps the built one.
+    checkpoint_optional = (r"\.relative_position_index$",)
+    checkpoint_ignored = (r"^criterion\.", r"^pixel_(mean|std)$", r"\.num_batches_tracked$", HF_UNUSED_SWIN_NORM)
 
     def __init__(self, variant: str, num_classes: int, *, full_resolution: bool = False) -> None:
         super().__init__()
@@ -267,8 +271,9 @@ class MaskFormer(nn.Module):
             raise ValueError(f"unknown MaskFormer variant {variant!r}; choose one of {', '.join(VARIANTS)}")
         self.full_resolution = full_resolution
         self.output_stride = 1 if full_resolution else 4
-        self.backbone = ResNet(VARIANTS[variant])
-        self.sem_seg_head = MaskFormerHead(self.backbone.out_channels, num_classes)
+        backbone = ResNet(RESNETS[variant]) if variant in RESNETS else SwinBackbone(SWIN_VARIANTS[variant])
+        self.backbone: nn.Module = backbone
+        self.sem_seg_head = MaskFormerHead(backbone.out_channels, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         check_input_size(x)
@@ -303,14 +308,13 @@ class MaskFormer(nn.Module):
         return renamed
 
 
-register_variants(
-    "maskformer",
-    MaskFormer,
-    VARIANTS,
-    lambda variant: (
-        f"MaskFormer {variant.upper()} (detectron2 ResNet-{VARIANTS[variant]}, FPN pixel decoder, 6-layer "
-        "transformer decoder, 100 queries; facebookresearch/MaskFormer); per-class scores at stride 4, "
-        "create(..., full_resolution=True) gives the official full-resolution scores"
-    ),
-    output_stride=4,
-)
+def _describe(variant: str) -> str:
+    backbone = f"detectron2 ResNet-{RESNETS[variant]}" if variant in RESNETS else f"Swin-{variant[-1].upper()}"
+    return (
+        f"MaskFormer {variant.upper()} ({backbone}, FPN pixel decoder, 6-layer transformer decoder, 100 queries; "
+        "facebookresearch/MaskFormer); per-class scores at stride 4, create(..., full_resolution=True) gives the "
+        "official full-resolution scores"
+    )
+
+
+register_variants("maskformer", MaskFormer, VARIANTS, _describe, output_stride=4)
