@@ -316,6 +316,16 @@ def test_swin_parameter_counts():
     assert models.count_params(models.create("maskformer-swin-s")) == 63_074_913
 
 
+def test_swin_checkpoint_without_the_relative_position_index_keeps_the_built_one():
+    built = models.create("maskformer-swin-t")
+    state = {k: v for k, v in built.state_dict().items() if not k.endswith("relative_position_index")}
+    model = models.create("maskformer-swin-t", checkpoint=state)
+    initialised = model.checkpoint_report.initialised
+    assert len(initialised) == 12 and all(k.endswith(".attn.relative_position_index") for k in initialised)
+    index = model.backbone.layers[0].blocks[0].attn.relative_position_index
+    assert index.shape == (49, 49) and index[0, 0] == 84 and index[0, 48] == 0 and index[48, 0] == 168
+
+
 @pytest.mark.slow
 def test_bundle_matches_eager_and_golden_in_onnxruntime_and_openvino(maskformer_checkpoint, tmp_path):
     from edgeseg.bundle import read_bundle

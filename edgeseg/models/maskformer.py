@@ -1,12 +1,17 @@
 """MaskFormer (Cheng et al., NeurIPS 2021): per-pixel decoder + transformer decoder, semantic inference.
 
 Re-implementation of facebookresearch/MaskFormer's inference path (``MaskFormerHead`` with ``BasePixelDecoder``
-and ``TransformerPredictor``, ADE20K configs) on detectron2's ResNet-50/101 (:mod:`edgeseg.models.resnet`),
-loading the official detectron2 key names unchanged (``backbone.*``, ``sem_seg_head.pixel_decoder.*``,
-``sem_seg_head.predictor.*``; the old-format ``sem_seg_head.<decoder key>`` layout the official head renames is
-renamed too), and Hugging Face ``MaskFormerForInstanceSegmentation`` checkpoints with a ResNet backbone through
-the key map in :mod:`edgeseg.models.hf_maskformer`. The training-only ``criterion.*`` tensors, ``pixel_mean`` /
-``pixel_std`` where a checkpoint carries them and BatchNorm counters are ignored and listed in the load report.
+and ``TransformerPredictor``, ADE20K configs) on detectron2's ResNet-50/101 (:mod:`edgeseg.models.resnet`) or
+MaskFormer's Swin-T/S (``D2SwinTransformer``, :mod:`edgeseg.models.swin`). Checkpoints that load:
+
+- the official detectron2 key names, unchanged (``backbone.*``, ``sem_seg_head.pixel_decoder.*``,
+  ``sem_seg_head.predictor.*``), and the old-format ``sem_seg_head.<decoder key>`` layout that the official head
+  renames when a checkpoint has no version;
+- Hugging Face ``MaskFormerForInstanceSegmentation`` (ResNet or Swin backbone), through the key map in
+  :mod:`edgeseg.models.hf_maskformer`.
+
+The training-only ``criterion.*`` tensors, ``pixel_mean``/``pixel_std`` where a checkpoint carries them and
+BatchNorm counters are ignored and listed in the load report.
 
 - **Pixel decoder** (FPN, 256 channels, GroupNorm(32)): ``layer_4`` = 3×3 conv + GN + ReLU on res5; for res4,
   res3, res2 the lateral ``adapter_k`` (1×1 conv + GN) plus the nearest-upsampled coarser map, then ``layer_k``
@@ -255,7 +260,7 @@ def check_input_size(x: torch.Tensor) -> None:
 
 
 class MaskFormer(nn.Module):
-    """MaskFormer semantic segmenter ``r50`` / ``r101``.
+    """MaskFormer semantic segmenter ``r50`` / ``r101`` / ``swin-t`` / ``swin-s``.
 
     ``forward(x)`` gives the per-class scores at stride 4 (or at full resolution with ``full_resolution=True``);
     ``forward_features(x)`` the backbone's [res2, res3, res4, res5]; ``forward_outputs(x)`` the query outputs.
