@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -170,6 +172,34 @@ def test_criterion_is_ignored_and_old_format_head_keys_load(maskformer_checkpoin
     assert model.checkpoint_report.loaded == len(state) - 1
     ours, golden = model.state_dict(), golden_model.state_dict()
     assert all(torch.equal(ours[k], golden[k]) for k in golden)
+
+
+def test_detectron2_model_zoo_pickle_loads(maskformer_checkpoint, golden_model, tmp_path):
+    state = read_state_dict(maskformer_checkpoint)
+    arrays = {k.replace("sem_seg_head.pixel_decoder.", "sem_seg_head."): v.numpy() for k, v in state.items()}
+    path = tmp_path / "model_final.pkl"  # the model zoo's layout: numpy arrays, old-format head keys
+    path.write_bytes(pickle.dumps({"model": arrays, "__author__": "FAIR", "matching_heuristics": True}, protocol=2))
+    model = models.create("maskformer-r50", checkpoint=path)
+    assert model.checkpoint_report.ignored == ["criterion.empty_weight"]
+    ours, golden = model.state_dict(), golden_model.state_dict()
+    assert all(torch.equal(ours[k], golden[k]) for k in golden)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [(_RunsCode(), r"getcwd, which is not needed for numpy arrays"), (np.array(["x"], dtype=object), "dtype object")],
+    ids=["code", "objects"],
+)
+def test_pickles_that_are_not_plain_arrays_are_refused(tmp_path, payload, reason):
+    path = tmp_path / "model_final.pkl"
+    path.write_bytes(pickle.dumps({"model": {"backbone.stem.conv1.weight": payload}}))
+    with pytest.raises(CheckpointError, match=reason):
+        models.create("maskformer-r50", checkpoint=path)
 
 
 def test_missing_keys_and_wrong_class_counts_are_explained(maskformer_checkpoint):
