@@ -314,9 +314,10 @@ class MaskFormer(nn.Module):
 
 
 def _describe(variant: str) -> str:
-    backbone = f"detectron2 ResNet-{RESNETS[variant]}" if variant in RESNETS else f"Swin-{variant[-1].upper()}"
+    label = variant.upper() if variant in RESNETS else f"Swin-{variant[-1].upper()}"
+    backbone = f"detectron2 ResNet-{RESNETS[variant]}" if variant in RESNETS else "D2SwinTransformer"
     return (
-        f"MaskFormer {variant.upper()} ({backbone}, FPN pixel decoder, 6-layer transformer decoder, 100 queries; "
+        f"MaskFormer {label} ({backbone}, FPN pixel decoder, 6-layer transformer decoder, 100 queries; "
         "facebookresearch/MaskFormer); per-class scores at stride 4, create(..., full_resolution=True) gives the "
         "official full-resolution scores"
     )
