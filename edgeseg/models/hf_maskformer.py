@@ -20,20 +20,11 @@ HF_PREFIX = "model.pixel_level_module."
 _BACKBONE = HF_PREFIX + "encoder."
 _DECODER = HF_PREFIX + "decoder."
 _TRANSFORMER = "model.transformer_module."
-_NORM_FIELDS = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
-
-_BLOCK = rf"^{_BACKBONE}encoder\.stages\.(\d+)\.layers\.(\d+)\."
-
-# (HF regex, detectron2 replacement) for the backbone; stage s of HF is detectron2's res{s+2}.
-BACKBONE_RULES = (
-    (rf"^{_BACKBONE}embedder\.embedder\.convolution\.weight$", "backbone.stem.conv1.weight"),
-    (rf"^{_BACKBONE}embedder\.embedder\.normalization\.{_NORM_FIELDS}$", r"backbone.stem.conv1.norm.\1"),
-    (rf"{_BLOCK}shortcut\.convolution\.weight$", "res:shortcut.weight"),
-    (rf"{_BLOCK}shortcut\.normalization\.{_NORM_FIELDS}$", "res:shortcut.norm"),
-    (rf"{_BLOCK}layer\.(\d)\.convolution\.weight$", "res:conv.weight"),
-    (rf"{_BLOCK}layer\.(\d)\.normalization\.{_NORM_FIELDS}$", "res:conv.norm"),
+# ResNet: the stem and the bottleneck convs (``layer.{0,1,2}`` = conv1..3, ``shortcut``), each conv + norm.
+_RESNET_STEM = re.compile(rf"^{_BACKBONE}embedder\.embedder\.(convolution|normalization)\.(\w+)$")
+_RESNET_BLOCK = re.compile(
+    rf"^{_BACKBONE}encoder\.stages\.(\d+)\.layers\.(\d+)\.(?:shortcut|layer\.(\d))\.(convolution|normalization)\.(\w+)$"
 )
-
 _SWIN = _BACKBONE + "model."
 _SWIN_BLOCK = rf"^{_SWIN}encoder\.layers\.(\d+)\.blocks\.(\d+)\."
 # The Swin model's final LayerNorm, which MaskFormer's backbone never uses (it has one norm per output).
@@ -76,24 +67,26 @@ def is_hf_maskformer(state: dict[str, torch.Tensor]) -> bool:
     return any(key.startswith(HF_PREFIX) for key in state)
 
 
+def _resnet_key(key: str) -> str | None:
+    """detectron2's name of an HF ResNet key (stage s → ``res{s+2}``), or None."""
+    if match := _RESNET_STEM.match(key):
+        conv, part, field = "backbone.stem.conv1", match[1], match[2]
+    elif match := _RESNET_BLOCK.match(key):
+        name = "shortcut" if match[3] is None else f"conv{int(match[3]) + 1}"
+        conv, part, field = f"backbone.res{int(match[1]) + 2}.{match[2]}.{name}", match[4], match[5]
+    else:
+        return None
+    return f"{conv}.{field}" if part == "convolution" else f"{conv}.norm.{field}"
+
+
 def _backbone_key(key: str) -> str:
     for pattern, replacement in SWIN_RULES:
         renamed, found = re.subn(pattern, replacement, key)
         if found:
             return renamed
-    for pattern, target in BACKBONE_RULES:
-        match = re.match(pattern, key)
-        if match is None:
-            continue
-        if not target.startswith("res:"):
-            return match.expand(target)
-        stage, block = int(match[1]) + 2, match[2]
-        if target == "res:shortcut.weight":
-            return f"backbone.res{stage}.{block}.shortcut.weight"
-        if target == "res:shortcut.norm":
-            return f"backbone.res{stage}.{block}.shortcut.norm.{match[3]}"
-        conv = f"backbone.res{stage}.{block}.conv{int(match[3]) + 1}"
-        return f"{conv}.weight" if target == "res:conv.weight" else f"{conv}.norm.{match[4]}"
+    resnet = _resnet_key(key)
+    if resnet is not None:
+        return resnet
     raise CheckpointError(
         f"Hugging Face MaskFormer key {key!r} is neither a ResNet nor a MaskFormer-Swin backbone key; edgeseg "
         "builds those two backbones only (maskformer-r50/r101/swin-t/swin-s)"
