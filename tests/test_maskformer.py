@@ -52,27 +52,18 @@ def golden_model(maskformer_checkpoint: Path) -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def golden_run(golden_model: torch.nn.Module) -> dict[str, np.ndarray]:
-    """One eager ``model(x)`` on the golden input, with the backbone, pixel decoder and predictor outputs."""
-    seen: dict[str, np.ndarray] = {}
-    head = golden_model.sem_seg_head
-
-    def keep(*names: str):
-        def hook(module, inputs, output):
-            for name, value in zip(names, output if isinstance(output, (list, tuple)) else [output]):
-                seen[name] = value.numpy()
-
-        return hook
-
-    hooks = [
-        golden_model.backbone.register_forward_hook(keep("res2", "res3", "res4", "res5")),
-        head.pixel_decoder.register_forward_hook(keep("mask_features")),
-        head.predictor.register_forward_hook(keep("pred_logits", "pred_masks")),
-    ]
+    """The golden input through ``forward_outputs`` (query outputs, mask features and, by a hook, the backbone's
+    res2..res5) and through ``model(x)`` (the semantic scores)."""
+    x = torch.from_numpy(np.load(GOLDEN / "input.npy"))
+    features: list[torch.Tensor] = []
+    hook = golden_model.backbone.register_forward_hook(lambda module, inputs, output: features.extend(output))
     with torch.no_grad():
-        seen["semseg"] = golden_model(torch.from_numpy(np.load(GOLDEN / "input.npy"))).numpy()
-    for hook in hooks:
+        outputs = golden_model.forward_outputs(x)
         hook.remove()
-    return seen
+        semseg = golden_model(x)
+    seen = {name: tensor.numpy() for name, tensor in outputs._asdict().items()}
+    seen.update((f"res{i + 2}", feature.numpy()) for i, feature in enumerate(features))
+    return {**seen, "semseg": semseg.numpy()}
 
 
 def test_registry_names_and_specs():
