@@ -19,6 +19,7 @@ from edgeseg.models import (
     afformer,  # noqa: F401  (registers the family)
     cgrseg,  # noqa: F401
     cloformer,  # noqa: F401
+    maskformer,  # noqa: F401
     mobilenetv2,  # noqa: F401
     segformer,  # noqa: F401
     setr,  # noqa: F401

@@ -81,6 +81,16 @@ def _load_file(path: Path) -> object:
                 f"checkpoint {path} is not a readable safetensors file ({_short_error(error)}); "
                 "it may be truncated or corrupt: download it again"
             ) from None
+    if path.suffix == ".pkl":  # detectron2's model zoo: a pickled dict of numpy arrays
+        from edgeseg.models.pickled_arrays import read_pickled_arrays
+
+        try:
+            return read_pickled_arrays(path)
+        except _TORCH_LOAD_ERRORS as error:
+            raise CheckpointError(
+                f"checkpoint {path} is not a readable detectron2 pickle of numpy arrays ({error}); it may be "
+                "truncated or corrupt: download it again"
+            ) from None
     try:
         with warnings.catch_warnings():  # a corrupt file's odd protocol byte is reported by the error below
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
@@ -107,7 +117,8 @@ def _refuse_non_finite(state: Mapping[str, torch.Tensor], source: object) -> Non
 
 
 def read_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Read a checkpoint file (``{'state_dict': ...}``, ``{'model': ...}``, a bare state dict or ``.safetensors``).
+    """Read a checkpoint file (``{'state_dict': ...}``, ``{'model': ...}``, a bare state dict, ``.safetensors`` or a
+    detectron2 ``.pkl`` of numpy arrays).
 
     Files are loaded weights-only (never unpickling code). Empty, truncated, corrupt and non-tensor files,
     and tensors holding NaN or inf, raise :class:`CheckpointError` naming the file.
