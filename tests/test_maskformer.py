@@ -394,3 +394,14 @@ def test_swin_graph_runs_in_onnxruntime_and_openvino(tmp_path):
         ov.convert_model(tmp_path / "model.onnx"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
     )
     np.testing.assert_allclose(compiled(x.numpy())[0], expected, rtol=0, atol=ATOL)
+
+
+def test_confidence_output_is_refused_for_scores(tmp_path):
+    from edgeseg.export import ExportRequest, export_bundle
+
+    request = ExportRequest(
+        model="maskformer-r50", out=tmp_path / "b", input_kind="uint8-rgb", outputs=("labels-full", "confidence")
+    )
+    with pytest.raises(ValueError, match=r"maskformer-r50 outputs scores .* export logits or labels instead"):
+        export_bundle(request)
+    assert not (tmp_path / "b").exists()

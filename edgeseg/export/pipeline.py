@@ -135,6 +135,11 @@ def _validate(request: ExportRequest) -> None:
             f"variant instead ({', '.join(n for n in list_models() if n.startswith(request.model + '-'))})"
         )
     plan = request.plan
+    if "confidence" in plan.outputs and spec.output_kind != "logits":
+        raise ValueError(
+            f"--output confidence is a softmax of logits, but {request.model} outputs {spec.output_kind} (already per "
+            "class); export logits or labels instead"
+        )
     if plan.takes_frames and request.dynamic:
         raise ValueError(
             f"--input {plan.input_kind} needs a static bundle (drop --dynamic): a dynamic bundle keeps the float "

@@ -318,9 +318,17 @@ def _describe(variant: str) -> str:
     backbone = f"detectron2 ResNet-{RESNETS[variant]}" if variant in RESNETS else "D2SwinTransformer"
     return (
         f"MaskFormer {label} ({backbone}, FPN pixel decoder, 6-layer transformer decoder, 100 queries; "
-        "facebookresearch/MaskFormer); per-class scores at stride 4, create(..., full_resolution=True) gives the "
+        "facebookresearch/MaskFormer); per-class scores at stride 4, full_resolution=True (--model-option) gives the "
         "official full-resolution scores"
     )
 
 
-register_variants("maskformer", MaskFormer, VARIANTS, _describe, output_stride=4)
+register_variants(
+    "maskformer",
+    MaskFormer,
+    VARIANTS,
+    _describe,
+    output_stride=4,
+    options=("full_resolution",),
+    output_kind="scores",
+)

@@ -34,6 +34,9 @@ class ModelSpec:
     task: str = "segmentation"
     # Keyword options the builder takes beyond num_classes (``create(name, **options)``, ``--model-option``).
     options: tuple[str, ...] = ()
+    # What the class maps are: "logits" (softmax gives probabilities) or "scores" (already per-class scores in
+    # [0, 1], e.g. MaskFormer's mask classification; argmax is what they are for).
+    output_kind: str = "logits"
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
