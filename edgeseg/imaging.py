@@ -10,6 +10,7 @@ computed one axis at a time with index gathers, so its cost is linear in the num
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -249,43 +250,86 @@ def _label_dtype(num_classes: int) -> type[np.integer]:
     return np.int32
 
 
-# Above this fraction of boundary pixels, blending whole rows is cheaper than blending pixel by pixel.
-DENSE_BLEND_FRACTION = 0.3
+# A candidate class is kept unless its largest corner value is below the best smallest one by more than this many
+# float32 ulps of the cell's largest magnitude: the blends round, so a bound must leave room for their error.
+PRUNE_ULPS = 16
 
 
-def _blend_rows(hwc: np.ndarray, size: tuple[int, int], labels: np.ndarray) -> None:
-    """Argmax of the fully upsampled logits, a block of output rows at a time (classes last)."""
-    (height, width), (h, _, num_classes) = size, hwc.shape
-    # Per output row: the width-resized source rows it needs plus ~3 float32 temporaries of the blend.
-    row_bytes = num_classes * width * 4 * (3.0 + max(1.0, h / height))
-    chunk_rows = max(1, int(LABEL_CHUNK_BYTES // row_bytes))
-    i0, i1, w0, w1 = _axis_weights(h, height)
-    for start in range(0, height, chunk_rows):
-        stop = min(start + chunk_rows, height)
-        lo, hi = int(i0[start]), int(i1[stop - 1]) + 1
-        rows = _resize_axis(hwc[lo:hi], 1, width)
-        block = _blend(rows, 0, i0[start:stop] - lo, i1[start:stop] - lo, w0[start:stop], w1[start:stop])
-        labels[start:stop] = block.argmax(axis=2)
+@dataclass(frozen=True)
+class _Cells:
+    """The output pixels grouped by the 2×2 source pixels they blend: cell (a, b) covers the output rows whose
+    upper source row is ``a`` and the columns whose left source column is ``b`` (bilinear, half-pixel)."""
+
+    rows: np.ndarray  # per source row a: its output rows start at rows[a] ...
+    row_counts: np.ndarray  # ... and there are row_counts[a] of them
+    cols: np.ndarray
+    col_counts: np.ndarray
+    wy: tuple[np.ndarray, np.ndarray]  # per output row: weights of its upper and lower source rows
+    wx: tuple[np.ndarray, np.ndarray]  # per output column: weights of its left and right source columns
+
+    @classmethod
+    def of(cls, source: tuple[int, int], size: tuple[int, int]) -> _Cells:
+        (h, w), (height, width) = source, size
+        y0, _, wy0, wy1 = _axis_weights(h, height)
+        x0, _, wx0, wx1 = _axis_weights(w, width)
+        row_counts, col_counts = np.bincount(y0, minlength=h), np.bincount(x0, minlength=w)
+        rows = np.concatenate([[0], np.cumsum(row_counts)[:-1]])
+        cols = np.concatenate([[0], np.cumsum(col_counts)[:-1]])
+        return cls(rows, row_counts, cols, col_counts, (wy0, wy1), (wx0, wx1))
 
 
-def _blend_pixels(hwc: np.ndarray, size: tuple[int, int], ys: np.ndarray, xs: np.ndarray, labels: np.ndarray) -> None:
-    """Argmax of the upsampled logits at the pixels ``(ys, xs)`` only, in bounded chunks."""
-    (height, width), (h, w, num_classes) = size, hwc.shape
-    y0, y1, wy0, wy1 = _axis_weights(h, height)
-    x0, x1, wx0, wx1 = _axis_weights(w, width)
-    # Per blended pixel: 4 gathered corner vectors and ~3 float32 temporaries.
-    chunk = max(1, LABEL_CHUNK_BYTES // (num_classes * 4 * 7))
-    for start in range(0, ys.size, chunk):
-        py, px = ys[start : start + chunk], xs[start : start + chunk]
-        # Width first, then height: the same float32 operations as :func:`_blend_rows`.
-        a, b = wx0[px, None], wx1[px, None]
-        upper = hwc[y0[py], x0[px]] * a
-        upper += hwc[y0[py], x1[px]] * b
-        lower = hwc[y1[py], x0[px]] * a
-        lower += hwc[y1[py], x1[px]] * b
-        blended = upper * wy0[py, None]
-        blended += lower * wy1[py, None]
-        labels[py, px] = blended.argmax(axis=1)
+def _blend_cells(logits: np.ndarray, cells: _Cells, ca: np.ndarray, cb: np.ndarray, labels: np.ndarray) -> None:
+    """Argmax of the upsampled logits in the cells ``(ca, cb)``, over the classes that can win there.
+
+    A blend is a convex combination of the 4 corners, so class k's value in a cell lies between its smallest and
+    largest corner value; a class whose largest corner is below another class's smallest corner never wins there.
+    The kept classes, in class order (ties go to the lowest), are blended exactly as a full upsampling would
+    (width first, then height, float32), in chunks of bounded memory.
+    """
+    num_classes, h, w = logits.shape
+    step = max(1, LABEL_CHUNK_BYTES // (num_classes * 4 * 12))  # the corners, their bounds and the masks
+    for start in range(0, ca.size, step):
+        a, b = ca[start : start + step], cb[start : start + step]
+        a1, b1 = np.minimum(a + 1, h - 1), np.minimum(b + 1, w - 1)
+        corners = np.stack([logits[:, a, b], logits[:, a, b1], logits[:, a1, b], logits[:, a1, b1]])  # 4×C×m
+        low, high = corners.min(axis=0), corners.max(axis=0)
+        slack = PRUNE_ULPS * np.finfo(np.float32).eps * np.abs(corners).max(axis=(0, 1))
+        candidate = high >= low.max(axis=0) - slack  # C×m
+        counts = candidate.sum(axis=0)
+        k = 1
+        while k < 2 * num_classes:  # cells grouped by their number of candidates (up to k)
+            group = np.nonzero((counts <= k) & (counts > k // 2))[0]
+            k_group = min(k, num_classes)
+            per_cell = k_group * int(cells.row_counts.max()) * int(cells.col_counts.max()) * 4 * 3
+            for first in range(0, group.size, max(1, LABEL_CHUNK_BYTES // per_cell)):
+                chosen = group[first : first + max(1, LABEL_CHUNK_BYTES // per_cell)]
+                classes = np.argsort(~candidate[:, chosen], axis=0, kind="stable")[:k_group]  # candidates first
+                q = np.take_along_axis(corners[:, :, chosen], classes[None], axis=1)  # 4×k×m, in class order
+                _blend_block(q, classes, cells, a[chosen], b[chosen], labels)
+            k *= 2
+
+
+def _blend_block(
+    q: np.ndarray, classes: np.ndarray, cells: _Cells, a: np.ndarray, b: np.ndarray, labels: np.ndarray
+) -> None:
+    """Write the argmax of the cells (a, b) into ``labels``: ``q`` (4×k×m) holds their corners' values of the
+    classes ``classes`` (k×m)."""
+    rmax, cmax = int(cells.row_counts.max()), int(cells.col_counts.max())
+    r_off, c_off = np.arange(rmax), np.arange(cmax)
+    rows = np.minimum(cells.rows[a][:, None] + r_off, labels.shape[0] - 1)  # m×rmax (padded)
+    cols = np.minimum(cells.cols[b][:, None] + c_off, labels.shape[1] - 1)
+    wx0, wx1 = cells.wx[0][cols][:, None, :], cells.wx[1][cols][:, None, :]  # m×1×cmax
+    upper = q[0].T[:, :, None] * wx0
+    upper += q[1].T[:, :, None] * wx1
+    lower = q[2].T[:, :, None] * wx0
+    lower += q[3].T[:, :, None] * wx1  # m×k×cmax
+    blended = upper[:, :, None, :] * cells.wy[0][rows][:, None, :, None]
+    blended += lower[:, :, None, :] * cells.wy[1][rows][:, None, :, None]  # m×k×rmax×cmax
+    winners = np.take_along_axis(classes.T[:, :, None, None], blended.argmax(axis=1)[:, None], axis=1)[:, 0]
+    valid = (r_off < cells.row_counts[a][:, None])[:, :, None] & (c_off < cells.col_counts[b][:, None])[:, None]
+    at_rows = np.broadcast_to(rows[:, :, None], valid.shape)[valid]
+    at_cols = np.broadcast_to(cols[:, None, :], valid.shape)[valid]
+    labels[at_rows, at_cols] = winners[valid]
 
 
 def labels_from_logits(logits: np.ndarray, size: Sequence[int]) -> np.ndarray:
@@ -306,16 +350,12 @@ def labels_from_logits(logits: np.ndarray, size: Sequence[int]) -> np.ndarray:
     coarse = logits.argmax(axis=0)
     if (height, width) == (h, w):
         return coarse.astype(dtype)
-    y0, y1, _, _ = _axis_weights(h, height)
-    x0, x1, _, _ = _axis_weights(w, width)
-    top, bottom = coarse[y0], coarse[y1]
-    labels = top[:, x0]
-    mixed = (labels != top[:, x1]) | (labels != bottom[:, x0]) | (labels != bottom[:, x1])
-    labels = labels.astype(dtype)
-    hwc = np.ascontiguousarray(logits.astype(np.float32, copy=False).transpose(1, 2, 0))
-    if mixed.mean() > DENSE_BLEND_FRACTION:
-        _blend_rows(hwc, (height, width), labels)
-    else:
-        ys, xs = np.nonzero(mixed)
-        _blend_pixels(hwc, (height, width), ys, xs, labels)
+    cells = _Cells.of((h, w), (height, width))
+    below, right = np.minimum(np.arange(h) + 1, h - 1), np.minimum(np.arange(w) + 1, w - 1)
+    mixed = (coarse != coarse[below]) | (coarse != coarse[:, right]) | (coarse != coarse[below][:, right])
+    mixed &= (cells.row_counts > 0)[:, None] & (cells.col_counts > 0)[None, :]  # cells that hold output pixels
+    labels = np.repeat(np.repeat(coarse.astype(dtype), cells.row_counts, axis=0), cells.col_counts, axis=1)
+    ca, cb = np.nonzero(mixed)
+    if ca.size:
+        _blend_cells(logits.astype(np.float32, copy=False), cells, ca, cb, labels)
     return labels

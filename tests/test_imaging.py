@@ -118,11 +118,11 @@ def region_logits(classes: int, h: int, w: int, seed: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("size", [(64, 96), (61, 101), (5, 3), (8, 40)])
-@pytest.mark.parametrize("dense_fraction", [0.0, 1.1], ids=["rows", "pixels"])
+@pytest.mark.parametrize("prune_ulps", [imaging.PRUNE_ULPS, math.inf], ids=["pruned", "every-class"])
 @pytest.mark.parametrize("chunk_bytes", [1, 1 << 12, 32 << 20])
 @pytest.mark.parametrize("kind", ["noise", "regions"])
-def test_labels_equal_the_full_upsampling(size, dense_fraction, chunk_bytes, kind, monkeypatch) -> None:
-    monkeypatch.setattr(imaging, "DENSE_BLEND_FRACTION", dense_fraction)
+def test_labels_equal_the_full_upsampling(size, prune_ulps, chunk_bytes, kind, monkeypatch) -> None:
+    monkeypatch.setattr(imaging, "PRUNE_ULPS", prune_ulps)
     monkeypatch.setattr(imaging, "LABEL_CHUNK_BYTES", chunk_bytes)
     if kind == "noise":
         logits = np.random.default_rng(2).standard_normal((6, 8, 12)).astype(np.float32)

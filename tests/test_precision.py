@@ -531,3 +531,17 @@ def test_auto_exclude_search_bisects_to_the_fewest_that_pass():
     count, tries, (artifacts, parity) = search_kept_float([f"n{i}" for i in range(16)], _parity(0.98, False), rebuild)
     assert count == 5 and artifacts == 5 and parity["passed"]
     assert [t["kept_float"] for t in tries] == [0, 1, 2, 4, 8, 6, 5]
+
+
+@pytest.mark.slow
+def test_readme_int8_recipe_passes_its_default_gates(trained_afformer, tmp_path):
+    # The README's recipe (openvino int8 with --auto-exclude, default gates) after a brief `edgeseg train`, at 128².
+    request = trained_request(trained_afformer, tmp_path / "b", "openvino", "int8", auto_exclude=True)
+    parity = read_bundle(export_bundle(request)).manifest.parity
+    assert parity["passed"] and parity["gated"]
+    result = parity["results"]["openvino"]
+    assert result["gates"] == {"agreement": 0.99, "miou_drop": 1.0}
+    assert result["ladder"]["agreement"] >= 0.99 and result["ladder"]["miou_drop"] <= 1.0
+    report = parity.get("auto_exclude")  # present only when full int8 missed a gate
+    if report is not None:
+        assert report["passed"] and report["tries"][0]["kept_float"] == 0
