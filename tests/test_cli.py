@@ -130,7 +130,11 @@ def test_predict_into_a_folder_writes_the_image_name(tiny_bundle, tmp_path):
 
 @pytest.mark.parametrize(
     ("out", "message"),
-    [("mask.jpg", "the mask is written as PNG"), ("none/mask.png", "folder none does not exist"), ("in.png", "input")],
+    [
+        ("mask.jpg", "does not hold class indices exactly; give a .png, or add --color"),
+        ("in.png/mask.png", "in.png is a file, not a folder"),
+        ("in.png", "input"),
+    ],
 )
 def test_predict_refuses_bad_output_paths(tiny_bundle, tmp_path, out, message):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "in.png")
@@ -143,6 +147,18 @@ def test_predict_refuses_bad_output_paths(tiny_bundle, tmp_path, out, message):
     )
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
+
+
+def test_predict_creates_the_output_folders_and_takes_the_format_from_the_suffix(tiny_bundle, tmp_path):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "in.png")
+    for out, image_format in (("new/dir/mask.png", "PNG"), ("new/colour.jpg", "JPEG"), ("new/mask.tif", "TIFF")):
+        color = ["--color"] if out.endswith(".jpg") else []
+        done = edgeseg(
+            "predict", str(tiny_bundle("onnx")), str(tmp_path / "in.png"), "--out", str(tmp_path / out), *color
+        )
+        assert done.returncode == 0, done.stderr
+        with Image.open(tmp_path / out) as written:
+            assert written.format == image_format and written.size == (8, 8)
 
 
 def test_predict_reports_a_corrupt_image_in_one_line(tiny_bundle, tmp_path):
