@@ -168,3 +168,19 @@ def test_ina3221_board_input_rail_is_integrated(tmp_path) -> None:
 def test_no_counter_says_why(tmp_path) -> None:
     meter, why = open_energy_meter(tmp_path)
     assert meter is None and "no readable powercap energy counter" in why and str(tmp_path) in why
+
+
+def test_cli_runs_a_scenario_and_checks_its_options(tiny_bundle, tmp_path, capsys) -> None:
+    import json
+
+    from edgeseg.cli import main
+
+    out = tmp_path / "records.json"
+    argv = ["bench", str(tiny_bundle("onnx")), "--backend", "onnxruntime", "--threads", "1", "--warmup", "2"]
+    scenario = ["--scenario", "single-stream", "--min-duration", "0.3", "--min-queries", "64"]
+    assert main([*argv, *scenario, "--json", str(out)]) == 0
+    (record,) = json.loads(out.read_text())
+    assert record["scenario"]["loadgen_scenario"] == "SingleStream" and record["scenario"]["min_query_count"] == 64
+    assert "| single-stream | VALID |" in capsys.readouterr().out
+    assert main([*argv, "--plot", str(tmp_path / "p.png")]) == 2
+    assert "give --duration" in capsys.readouterr().err
