@@ -4,6 +4,9 @@ Protocol (after trtexec, benchmark_app, onnxruntime_perf_test and TFLite's bench
 one first inference, ``warmup`` untimed then ``iters`` timed calls of a declared timing boundary,
 reported as percentiles; peak memory is read in a second process of its own so timing and memory
 never disturb each other.
+
+``benchmark(..., scenario=ScenarioSettings(...))`` runs an MLPerf LoadGen scenario in the same worker instead of
+the timed calls (:mod:`edgeseg.bench.scenarios`); ``duration=`` a sustained run (:mod:`edgeseg.bench.sustained`).
 """
 
 from __future__ import annotations

@@ -112,9 +112,10 @@ class OnnxRuntimeThroughput(ThroughputExecutor):
             x, done = item
             try:
                 runner.infer(x)
-                done()
-            except BaseException as error:  # kept and raised by wait(); the run cannot be valid
+            except Exception as error:  # kept and raised by wait(); the sample still completes so callers never hang
                 self._errors.append(error)
+            try:
+                done()
             finally:
                 self._work.task_done()
         self._work.task_done()
