@@ -184,3 +184,31 @@ def test_cli_runs_a_scenario_and_checks_its_options(tiny_bundle, tmp_path, capsy
     assert "| single-stream | VALID |" in capsys.readouterr().out
     assert main([*argv, "--plot", str(tmp_path / "p.png")]) == 2
     assert "give --duration" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_throughput_executor_runs_every_sample_and_reports_failures(tiny_bundle, backend: str) -> None:
+    import numpy as np
+
+    from edgeseg.bench.throughput import open_throughput
+    from edgeseg.bundle import read_bundle
+
+    bundle = read_bundle(tiny_bundle("openvino"))
+    done: list[int] = []
+    executor = open_throughput(bundle, backend, 2)
+    try:
+        assert executor.backend == backend and executor.streams >= 1
+        x = np.zeros((1, 3, 64, 96), np.float32)
+        for i in range(10):
+            executor.submit(x, lambda i=i: done.append(i))
+        executor.wait()
+        assert sorted(done) == list(range(10))
+        if backend == "onnxruntime":  # a failing sample still completes, and wait() reports it
+            executor.submit(np.zeros((1, 3, 8, 8), np.float32), lambda: done.append(-1))
+            with pytest.raises(RuntimeError, match="session failed"):
+                executor.wait()
+            assert done[-1] == -1
+    finally:
+        executor.close()
+    with pytest.raises(ValueError, match="single-stream"):
+        open_throughput(bundle, "tensorrt", 1)
