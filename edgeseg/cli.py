@@ -296,6 +296,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _special_run(args: argparse.Namespace) -> dict[str, Any]:
     """``benchmark`` arguments of ``--scenario`` (LoadGen) or ``--duration`` (sustained run); empty for neither."""
+    if args.plot and args.duration is None:
+        raise ValueError("--plot draws a sustained run: give --duration SECONDS too")
     if args.scenario is not None:
         from edgeseg.bench.scenarios import ScenarioSettings
 
@@ -303,8 +305,6 @@ def _special_run(args: argparse.Namespace) -> dict[str, Any]:
             args.scenario, args.min_duration, args.min_queries, args.server_qps, args.server_latency_ms
         )
         return {"scenario": settings, "duration": args.duration, "window": args.window}
-    if args.plot and args.duration is None:
-        raise ValueError("--plot draws a sustained run: give --duration SECONDS too")
     return {"duration": args.duration, "window": args.window} if args.duration is not None else {}
 
 
