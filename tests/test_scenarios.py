@@ -53,6 +53,8 @@ def test_offline_uses_the_throughput_mode(tiny_bundle, quick_keys, target: str, 
     assert block["samples_per_second"] > 0 and record["fps"] == pytest.approx(block["samples_per_second"])
     assert block["query_count"] == 1 and block["samples_per_query"] >= 200
     assert record["latency_ms"]["n"] == block["samples_per_query"]
+    lat = block["latency_ms"]  # per sample, all issued at once: queueing included
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p99"] <= lat["max"]
     executor = block["executor"]
     assert executor["mode"] == "throughput" and executor["streams"] >= 1
     if backend == "openvino":

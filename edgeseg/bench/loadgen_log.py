@@ -64,10 +64,11 @@ def _ms(values: dict[str, Any], key: str) -> float | None:
 def parse_result(folder: Path) -> dict[str, Any]:
     """The result of the LoadGen run logged in ``folder``: scenario, validity and reasons, latency, throughput.
 
-    ``latency_ms`` holds LoadGen's own latency statistics (per query: for Offline that is the one query of
-    all samples). Scenario fields: SingleStream ``p90_ms``/``p99_ms`` and ``early_stopping_p90_ms``;
-    Offline ``samples_per_second``; Server ``scheduled_qps``, ``completed_qps``, ``target_latency_ms`` and
-    ``target_latency_percentile``.
+    ``latency_ms`` holds LoadGen's own latency statistics, per sample from its query's issue to its completion
+    (Offline issues every sample in one query, so there they include the time spent waiting in the queue).
+    Scenario fields: SingleStream ``p90_ms``, ``p99_ms`` and ``qps``; Offline ``samples_per_second``; Server
+    ``scheduled_qps``, ``completed_qps``, ``target_qps``, ``target_latency_ms``, ``target_latency_percentile``
+    and ``overlatency_query_count``. ``early_stopping`` is LoadGen's early-stopping verdict as text.
     """
     values, errors, warnings = read_detail(folder)
     validity = values.get("result_validity")

@@ -35,8 +35,11 @@ MLPERF_RULES = {
 }
 PERFORMANCE_SAMPLES = 8  # distinct inputs in LoadGen's sample library
 THROUGHPUT_PROBE_S = 0.5  # timed part of the throughput warm-up
-# LoadGen sizes the one Offline query as expected QPS × min duration: estimate high so that it lasts long enough.
-OFFLINE_HEADROOM = 1.5
+# LoadGen plans a run's queries from the expected latency (SingleStream: min duration / latency queries) or QPS
+# (Offline: one query of QPS × min duration samples); a run that runs out of them before its minimums is INVALID.
+# A SingleStream run stops at its minimums, so a low expected latency (the fastest warm-up sample / HEADROOM)
+# costs nothing; a high Offline QPS makes the run longer than the minimum, by up to HEADROOM.
+HEADROOM = 2.0
 SERVER_LOAD = 0.5  # default Server QPS: this fraction of the warm-up throughput
 SERVER_LATENCY_FACTOR = 10.0  # default Server latency bound: this many warm-up service times
 NOT_COMPLIANT = (
@@ -137,13 +140,13 @@ def _sample_inputs(seg: Segmenter) -> list[np.ndarray]:
 
 
 def _warm_up_latency(seg: Segmenter, inputs: list[np.ndarray], count: int) -> float:
-    """Run ``count`` (at least 3) samples one by one; their median seconds."""
+    """Run ``count`` (at least 3) samples one by one; the fastest one's seconds (a run can be that fast)."""
     seconds = []
     for i in range(max(count, 3)):
         start = time.perf_counter()
         seg.logits(inputs[i % len(inputs)])
         seconds.append(time.perf_counter() - start)
-    return float(np.median(seconds))
+    return min(seconds)
 
 
 def _warm_up_throughput(executor: ThroughputExecutor, inputs: list[np.ndarray], count: int) -> float:
@@ -185,11 +188,11 @@ def _tune(
 ) -> dict[str, float]:
     """Warm up with ``warmup`` samples; derive LoadGen's expectations (and the Server targets not given) from it."""
     if executor is None:
-        return {"expected_latency_ms": _warm_up_latency(seg, inputs, warmup) * 1000.0}
+        return {"expected_latency_ms": _warm_up_latency(seg, inputs, warmup) * 1000.0 / HEADROOM}
     qps = _warm_up_throughput(executor, inputs, warmup)
     tuned = {"warmup_qps": qps}
     if settings.scenario == "offline":
-        tuned["expected_qps"] = OFFLINE_HEADROOM * qps
+        tuned["expected_qps"] = HEADROOM * qps
     else:
         tuned["target_qps"] = settings.server_qps or SERVER_LOAD * qps
         service_ms = executor.streams / qps * 1000.0

@@ -26,6 +26,7 @@ from edgeseg.runtime import _runner_config
 from edgeseg.runtimes import Runner, create_runner
 
 Done = Callable[[], object]
+WAIT_POLL_S = 0.5  # how often a waiting OpenVINO executor checks for failed requests
 
 
 def _usable_cores() -> int:
@@ -65,20 +66,43 @@ class OpenVINOThroughput(ThroughputExecutor):
         self.streams = int(self._compiled.get_property("NUM_STREAMS"))
         self.settings = {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": self.streams, "infer_requests": requests}
         self._queue = ov.AsyncInferQueue(self._compiled, requests)
-        self._queue.set_callback(lambda _request, done: done())
+        self._queue.set_callback(self._finished)
+        # Samples whose Python callback has not run yet. wait() counts them down itself: AsyncInferQueue.wait_all
+        # can return before a callback has run, and a second wait_all (or dropping the queue) while a callback
+        # waits for the GIL deadlocks (seen with OpenVINO 2026.4).
+        self._pending = 0
+        self._idle = threading.Condition()
+
+    def _finished(self, _request: Any, done: Done) -> None:
+        """AsyncInferQueue's callback: the sample's own, then one fewer pending."""
+        try:
+            done()
+        finally:
+            with self._idle:
+                self._pending -= 1
+                self._idle.notify_all()
 
     def submit(self, x: np.ndarray, done: Done) -> None:
         """Start ``x`` on the next idle infer request (blocks while every request is busy)."""
-        self._queue.start_async({0: x}, done)
+        with self._idle:
+            self._pending += 1
+        try:
+            self._queue.start_async({0: x}, done)
+        except BaseException:
+            with self._idle:
+                self._pending -= 1
+            raise
 
     def wait(self) -> None:
-        """Wait for every infer request."""
-        self._queue.wait_all()
+        """Wait until every submitted sample's callback has run; raise an inference error OpenVINO reports."""
+        with self._idle:
+            while not self._idle.wait_for(lambda: self._pending == 0, timeout=WAIT_POLL_S):
+                self._queue.is_ready()  # raises the error of a failed request, whose callback never runs
 
     def close(self) -> None:
-        """Finish the requests in flight and drop the queue and the compiled model."""
+        """Finish the samples in flight, then drop the queue and the compiled model."""
         if getattr(self, "_queue", None) is not None:
-            self._queue.wait_all()
+            self.wait()
             self._queue = None
             self._compiled = None
 
