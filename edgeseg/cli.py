@@ -355,12 +355,44 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     iters=args.iters,
                     boundary=args.boundary,
                     any_precision=args.any_precision,
+                    **_special_run(args),
                 )
             )
             shown.update(1)
     print(format_table(records))
+    _report_special_runs(records, args.plot)
     _write_json(args.json, records)
     return 0
+
+
+def _special_run(args: argparse.Namespace) -> dict[str, Any]:
+    """``benchmark`` arguments of ``--scenario`` (LoadGen) or ``--duration`` (sustained run); empty for neither."""
+    if args.plot and args.duration is None and not getattr(args, "devices", None):
+        raise ValueError("--plot draws a sustained run or a fleet: give --duration SECONDS or --devices too")
+    if args.scenario is not None:
+        from edgeseg.bench.scenarios import ScenarioSettings
+
+        settings = ScenarioSettings(
+            args.scenario, args.min_duration, args.min_queries, args.server_qps, args.server_latency_ms
+        )
+        return {"scenario": settings, "duration": args.duration, "window": args.window}
+    return {"duration": args.duration, "window": args.window} if args.duration is not None else {}
+
+
+def _report_special_runs(records: list[dict[str, Any]], plot: str | None) -> None:
+    """Print the scenario or sustained-run table of ``records`` and draw the sustained runs to ``plot``."""
+    from edgeseg.bench.special_tables import format_scenario_table, format_sustained_table
+    from edgeseg.bench.sustained import plot_sustained
+
+    if "scenario" in records[0]:
+        print(format_scenario_table(records))
+    if "sustained" in records[0]:
+        print(format_sustained_table(records))
+        if plot is None:
+            return
+        for index, record in enumerate(records):
+            path = Path(plot) if len(records) == 1 else Path(plot).with_stem(f"{Path(plot).stem}-{index + 1}")
+            print(f"wrote {plot_sustained(record, path)}")
 
 
 def cmd_data_synthetic(args: argparse.Namespace) -> int:
@@ -398,6 +430,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     train(config)
     return 0
+
+
+def _add_special_run_arguments(bench: argparse.ArgumentParser) -> None:
+    """``bench`` options of MLPerf LoadGen scenarios and sustained runs (the quick protocol stays the default)."""
+    group = bench.add_argument_group("MLPerf LoadGen scenario (model boundary; needs edgeseg[loadgen])")
+    group.add_argument(
+        "--scenario",
+        choices=["single-stream", "offline", "server"],
+        help="an MLPerf LoadGen scenario instead of the quick protocol (model boundary; needs the loadgen extra)",
+    )
+    group.add_argument(
+        "--min-duration",
+        type=_positive_float,
+        default=10.0,
+        help="LoadGen's minimum run time in seconds (default 10; MLPerf's rules ask 600: shorter is not compliant)",
+    )
+    group.add_argument("--min-queries", type=_positive_int, default=100, help="LoadGen's minimum query count")
+    group.add_argument("--server-qps", type=_positive_float, help="Server target QPS (default: half the warm-up's)")
+    group.add_argument(
+        "--server-latency-ms", type=_positive_float, help="Server latency bound (default: 10 warm-up service times)"
+    )
+    sustained = bench.add_argument_group("sustained run")
+    sustained.add_argument("--duration", type=_positive_float, help="repeat the boundary for this many seconds")
+    sustained.add_argument("--window", type=_positive_float, help="seconds per median window (default duration/10)")
+    sustained.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="draw latency over time of a --duration run, or latency per bundle x device of a --devices fleet "
+        "(needs matplotlib)",
+    )
 
 
 def _add_data_parser(sub: argparse._SubParsersAction) -> None:
@@ -515,7 +577,8 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         default = action.default
-        if "%(default)" in text or default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+        stated = "%(default)" in text or "(default" in text
+        if stated or default in (None, False, argparse.SUPPRESS) or not action.option_strings:
             return text
         return f"{text} (default: %(default)s)"
 
@@ -698,6 +761,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="model: logits only; end-to-end: one 720p image to labels; stream: pipelined 720p frames (throughput)",
     )
     bench.add_argument("--json", help="also write the records as JSON")
+    _add_special_run_arguments(bench)
     add_remote_arguments(bench, fleet=True)
     bench.set_defaults(func=cmd_bench)
 

@@ -268,7 +268,7 @@ def _label_dtype(num_classes: int) -> type[np.integer[Any]]:
     return np.uint8 if num_classes <= 256 else np.uint16 if num_classes <= 65536 else np.int32
 
 
-def _runner_config(bundle: Bundle, backend: str) -> dict[str, Any]:
+def runner_config(bundle: Bundle, backend: str) -> dict[str, Any]:
     """The bundle's runtime config for ``backend``; OpenVINO runs f32 unless the bundle states a hint.
 
     OpenVINO's CPU plugin runs in bf16 by default where the CPU supports it. Bundles of the ``openvino``
@@ -314,7 +314,7 @@ def load(
         opened.verify(opened.loaded_files(name))
     artifact = opened.artifact(name)
     try:
-        runner = create_runner(name, artifact, threads=threads, config=_runner_config(opened, name))
+        runner = create_runner(name, artifact, threads=threads, config=runner_config(opened, name))
     except (BackendUnavailableError, ValueError):
         raise
     except Exception as error:  # the backend's own parse/compile errors (RuntimeError subclasses, mostly)

@@ -334,8 +334,10 @@ def test_devices_toml_errors(tmp_path: Path, text: str, message: str) -> None:
 
 def test_options_of_remote_runs(tiny_bundle: Callable[..., Path], tmp_path: Path, capsys) -> None:
     bundle = str(tiny_bundle())
-    assert main(["bench", bundle, "--plot", str(tmp_path / "p.png"), "--key", "k"]) == 2
-    assert "--key, --plot only apply to remote runs" in capsys.readouterr().err
+    assert main(["bench", bundle, "--key", "k"]) == 2
+    assert "--key only apply to remote runs" in capsys.readouterr().err
+    assert main(["bench", bundle, "--device", "ssh://u@h", "--duration", "5"]) == 2
+    assert "--scenario and --duration run on this machine only for now" in capsys.readouterr().err
     devices = tmp_path / "devices.toml"
     devices.write_text('[[device]]\nname = "a"\naddress = "ssh://u@h"\n')
     assert main(["bench", bundle, "--devices", str(devices), "--python", "python3.12"]) == 2

@@ -4,6 +4,9 @@ Protocol (after trtexec, benchmark_app, onnxruntime_perf_test and TFLite's bench
 one first inference, ``warmup`` untimed then ``iters`` timed calls of a declared timing boundary,
 reported as percentiles; peak memory is read in a second process of its own so timing and memory
 never disturb each other.
+
+``benchmark(..., scenario=ScenarioSettings(...))`` runs an MLPerf LoadGen scenario in the same worker instead of
+the timed calls (:mod:`edgeseg.bench.scenarios`); ``duration=`` a sustained run (:mod:`edgeseg.bench.sustained`).
 """
 
 from __future__ import annotations
@@ -14,12 +17,15 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import edgeseg
 from edgeseg.bench.machine import machine_info
 from edgeseg.bench.stats import summarize
 from edgeseg.bundle import Bundle, read_bundle
+
+if TYPE_CHECKING:
+    from edgeseg.bench.scenarios import ScenarioSettings
 
 BOUNDARIES = {
     "model": "normalised input → logits, excludes pre/post-processing",
@@ -80,6 +86,9 @@ def benchmark(
     boundary: str = "model",
     image_size: tuple[int, int] | None = None,
     any_precision: bool = False,
+    scenario: ScenarioSettings | None = None,
+    duration: float | None = None,
+    window: float | None = None,
 ) -> dict[str, Any]:
     """Benchmark one bundle on one backend: a latency pass, then a memory pass, each in its own process.
 
@@ -89,6 +98,10 @@ def benchmark(
     ``backend=None`` uses the bundle's default backend and ``threads=None`` the backend's default
     thread count; the record keeps what was asked. ``image_size`` (HxW) is the input image of the
     ``end-to-end`` and ``stream`` boundaries (default 720x1280) and is ignored for ``model``.
+
+    ``scenario`` replaces the ``iters`` timed calls by an MLPerf LoadGen run (``model`` boundary only;
+    the record gains a ``scenario`` block); ``duration`` seconds replace them by a sustained run with
+    median windows of ``window`` seconds (a ``sustained`` block). The memory pass is the same in every case.
     """
     if boundary not in BOUNDARIES:
         raise ValueError(f"boundary must be one of {sorted(BOUNDARIES)}, got {boundary!r}")
@@ -108,11 +121,14 @@ def benchmark(
     if boundary in IMAGE_BOUNDARIES:
         h, w = image_size or DEFAULT_IMAGE_SIZE
         args += ["--image-size", f"{h}x{w}"]
-    timed = _probe(args, "latency")
+    timed = _probe(args + _special_args(boundary, scenario, duration, window), "latency")
     memory = _probe(args, "memory")
     latency = summarize(timed["seconds"])
-    fps = latency.pop("fps")
+    fps = _throughput(timed, latency.pop("fps"))
     model = bundle.manifest.model
+    special: dict[str, Any] = {key: timed[key] for key in ("scenario", "sustained") if key in timed}
+    if special:
+        iters = len(timed["seconds"])
     return {
         "bundle": str(bundle.path),
         "model": bundle.model_name,
@@ -138,7 +154,40 @@ def benchmark(
         "params": model.params,
         "machine": machine_info(threads),
         "edgeseg_version": edgeseg.__version__,
+        **special,
     }
+
+
+def _special_args(
+    boundary: str, scenario: ScenarioSettings | None, duration: float | None, window: float | None
+) -> list[str]:
+    """Worker arguments of a LoadGen scenario or a sustained run (empty for the quick protocol)."""
+    if scenario is not None and duration is not None:
+        raise ValueError("give a LoadGen scenario or a sustained duration, not both")
+    if scenario is not None:
+        if boundary != "model":
+            raise ValueError(f"LoadGen scenarios time the model boundary; got boundary {boundary!r}")
+        args = ["--scenario", scenario.scenario, "--min-duration", str(scenario.min_duration_s)]
+        args += ["--min-queries", str(scenario.min_queries)]
+        if scenario.server_qps is not None:
+            args += ["--server-qps", str(scenario.server_qps)]
+        if scenario.server_latency_ms is not None:
+            args += ["--server-latency-ms", str(scenario.server_latency_ms)]
+        return args
+    if duration is None:
+        if window is not None:
+            raise ValueError("window is the median window of a sustained run: give a duration too")
+        return []
+    if not duration > 0 or (window is not None and not 0 < window <= duration):
+        raise ValueError(f"need duration > 0 and 0 < window <= duration, got {duration} and {window}")
+    return ["--duration", str(duration)] + (["--window", str(window)] if window is not None else [])
+
+
+def _throughput(timed: dict[str, Any], fps: float) -> float:
+    """Frames per second of a record: LoadGen's samples/s for Offline and Server, else 1000 / mean latency."""
+    block = timed.get("scenario") or {}
+    measured = block.get("samples_per_second") or block.get("completed_qps")
+    return float(measured) if measured else fps
 
 
 TABLE_COLUMNS = (

@@ -9,6 +9,11 @@ torch-free runtime, runs the requested timing boundary and prints exactly one JS
   timed calls (``seconds``).
 * memory: load and a few calls, then peak (``VmHWM``) and current (``VmRSS``) resident set size in MiB.
 
+A latency pass with ``--scenario`` runs an MLPerf LoadGen scenario instead of the ``--iters`` calls
+(:mod:`edgeseg.bench.scenarios`; ``seconds`` are then the per-sample latencies the system under test saw and
+the record gains a ``scenario`` block); with ``--duration`` it repeats the boundary for that many seconds
+(:mod:`edgeseg.bench.sustained`; a ``sustained`` block with the time series, drift and energy).
+
 The boundary is ``model`` (``seg.logits`` on a fixed normalised input), ``end-to-end``
 (``seg.predict`` on a fixed uint8 image of ``--image-size``) or ``stream`` (``seg.stream`` over a cycle of
 uint8 frames of ``--image-size``: each duration is the interval between two consecutive results, the first
@@ -23,7 +28,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,9 @@ import numpy as np
 
 from edgeseg import runtime
 from edgeseg.bench import BOUNDARIES, DEFAULT_IMAGE_SIZE, IMAGE_BOUNDARIES
+from edgeseg.bench.energy import SYSFS
+from edgeseg.bench.scenarios import SCENARIOS, ScenarioSettings, run_scenario
+from edgeseg.bench.sustained import run_sustained
 from edgeseg.bench.timing import time_callable
 from edgeseg.imaging import parse_size
 
@@ -52,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--boundary", choices=tuple(BOUNDARIES), default="model")
     p.add_argument("--image-size", type=parse_size, default=DEFAULT_IMAGE_SIZE, help="HxW, end-to-end and stream")
     p.add_argument("--mode", choices=MODES, required=True)
+    p.add_argument("--scenario", choices=tuple(SCENARIOS), default=None, help="MLPerf LoadGen scenario (model)")
+    p.add_argument("--min-duration", type=float, default=ScenarioSettings.min_duration_s, help="LoadGen, seconds")
+    p.add_argument("--min-queries", type=int, default=ScenarioSettings.min_queries, help="LoadGen")
+    p.add_argument("--server-qps", type=float, default=None, help="Server target QPS; default: from the warm-up")
+    p.add_argument("--server-latency-ms", type=float, default=None, help="Server latency bound; default: warm-up")
+    p.add_argument("--duration", type=float, default=None, help="sustained run of this many seconds")
+    p.add_argument("--window", type=float, default=None, help="sustained run: seconds per median window")
     return p
 
 
@@ -73,6 +88,47 @@ def _stream_intervals(seg: runtime.Segmenter, image_size: tuple[int, int], count
     start = clock()
     stamps = [clock() for _ in seg.stream(frames[i % STREAM_FRAMES] for i in range(count + 1))]
     return stamps[0] - start, [b - a for a, b in itertools.pairwise(stamps)]
+
+
+def _call_events(fn: Callable[[], object]) -> Generator[float, None, None]:
+    """Call ``fn`` forever; yield the seconds each call took."""
+    clock = time.perf_counter
+    while True:
+        start = clock()
+        fn()
+        yield clock() - start
+
+
+def _stream_events(seg: runtime.Segmenter, image_size: tuple[int, int]) -> Generator[float, None, None]:
+    """Stream frames forever; yield the interval between consecutive results."""
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (*image_size, 3), dtype=np.uint8) for _ in range(STREAM_FRAMES)]
+    clock = time.perf_counter
+    last = clock()
+    for _ in seg.stream(frames[i % STREAM_FRAMES] for i in itertools.count()):
+        now = clock()
+        yield now - last
+        last = now
+
+
+def _special_run(seg: runtime.Segmenter, args: argparse.Namespace, fn: Callable[[], object]) -> dict[str, Any]:
+    """The ``--scenario`` or ``--duration`` measurement after the first call: its seconds and its block."""
+    if args.scenario is not None:
+        settings = ScenarioSettings(
+            args.scenario, args.min_duration, args.min_queries, args.server_qps, args.server_latency_ms
+        )
+        block, seconds = run_scenario(seg, settings, args.warmup)
+        return {"seconds": seconds, "scenario": block}
+    if args.boundary == "stream":
+        events = _stream_events(seg, args.image_size)
+        for _ in range(args.warmup):
+            next(events)
+    else:
+        time_callable(fn, warmup=args.warmup, iters=1)
+        events = _call_events(fn)
+    block = run_sustained(events, args.duration, args.window, SYSFS)
+    events.close()
+    return {"seconds": [ms / 1000.0 for ms in block["latency_ms"]], "sustained": block}
 
 
 def resident_mb() -> dict[str, float | None]:
@@ -110,7 +166,8 @@ def _measure(seg: runtime.Segmenter, args: argparse.Namespace, load_s: float) ->
         "boundary": args.boundary,
         "image_size": list(args.image_size) if args.boundary in IMAGE_BOUNDARIES else None,
     }
-    if args.boundary == "stream":
+    special = args.mode == "latency" and (args.scenario is not None or args.duration is not None)
+    if args.boundary == "stream" and not special:
         count = args.warmup + args.iters if args.mode == "latency" else MEMORY_RUNS
         first_s, intervals = _stream_intervals(seg, args.image_size, count)
         if args.mode == "latency":
@@ -123,8 +180,11 @@ def _measure(seg: runtime.Segmenter, args: argparse.Namespace, load_s: float) ->
         start = time.perf_counter()
         fn()
         first_s = time.perf_counter() - start
-        seconds = time_callable(fn, warmup=args.warmup, iters=args.iters)
-        record.update(load_s=load_s, first_inference_ms=first_s * 1000.0, seconds=seconds)
+        record.update(load_s=load_s, first_inference_ms=first_s * 1000.0)
+        if special:
+            record.update(_special_run(seg, args, fn))
+        else:
+            record.update(seconds=time_callable(fn, warmup=args.warmup, iters=args.iters))
     else:
         for _ in range(MEMORY_RUNS):
             fn()

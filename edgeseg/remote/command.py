@@ -67,6 +67,13 @@ def bench_on_devices(args: argparse.Namespace) -> int:
     Exit status 0 when every job ran, 1 when a device of the fleet failed; no result file is written for a single
     device that failed.
     """
+    if args.scenario is not None or args.duration is not None:
+        raise ValueError(
+            "--scenario and --duration run on this machine only for now; on a device, run them there: "
+            "edgeseg bench BUNDLE --scenario ... (in a torch-free edgeseg install)"
+        )
+    if args.plot and args.device:
+        raise ValueError("--plot draws a --devices fleet or a --duration run; one --device has no plot")
     devices = _devices(args)
     jobs = [Job(checked_bundle(Path(b)), t) for b in args.bundles for t in args.threads or [None]]
     settings = BenchSettings(args.backend, args.warmup, args.iters, args.boundary, args.any_precision)

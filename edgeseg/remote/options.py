@@ -26,7 +26,8 @@ def _seconds(text: str) -> float:
 
 
 def add_remote_arguments(parser: argparse.ArgumentParser, *, fleet: bool) -> None:
-    """Add --device (and with ``fleet`` --devices and --plot) and how to reach devices to ``parser``."""
+    """Add --device (and with ``fleet`` --devices) and how to reach devices to ``parser`` (``bench --plot`` draws a
+    fleet's latency per bundle × device)."""
     group = parser.add_argument_group("remote devices (needs pip install 'edgeseg[remote]'; only loopback is tested)")
     where = group.add_mutually_exclusive_group()
     where.add_argument("--device", type=_address, metavar="ssh://USER@HOST[:PORT]", help="run on this device")
@@ -45,8 +46,6 @@ def add_remote_arguments(parser: argparse.ArgumentParser, *, fleet: bool) -> Non
         action="store_true",
         help="build a wheel of this checkout and install it with the backend into ~/.cache/edgeseg/venv on the device",
     )
-    if fleet:
-        group.add_argument("--plot", metavar="PNG", help="also plot latency per bundle x device (needs matplotlib)")
 
 
 def runs_remotely(args: argparse.Namespace) -> bool:
@@ -61,7 +60,6 @@ def runs_remotely(args: argparse.Namespace) -> bool:
             ("--known-hosts", args.known_hosts != str(DEFAULT_KNOWN_HOSTS)),
             ("--connect-timeout", args.connect_timeout != CONNECT_TIMEOUT_S),
             ("--install-wheel", args.install_wheel),
-            ("--plot", getattr(args, "plot", None) is not None),
         )
         if used
     ]
