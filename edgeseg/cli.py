@@ -355,6 +355,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     iters=args.iters,
                     boundary=args.boundary,
                     any_precision=args.any_precision,
+                    video=args.video,
                     **_special_run(args),
                 )
             )
@@ -759,6 +760,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["model", "end-to-end", "stream"],
         default="model",
         help="model: logits only; end-to-end: one 720p image to labels; stream: pipelined 720p frames (throughput)",
+    )
+    bench.add_argument(
+        "--video",
+        help="end-to-end and stream: frames decoded from this video file (stream: decoding included) instead of "
+        "random 720p frames",
     )
     bench.add_argument("--json", help="also write the records as JSON")
     _add_special_run_arguments(bench)

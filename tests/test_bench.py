@@ -188,3 +188,19 @@ def test_benchmark_rejects_bad_arguments(tmp_path: Path) -> None:
         benchmark(tmp_path, boundary="wall-clock")
     with pytest.raises(ValueError):
         benchmark(tmp_path, iters=0)
+
+
+@pytest.mark.parametrize("boundary", ["end-to-end", "stream"])
+def test_frames_come_from_a_video_file_and_loop(tiny_bundle, tmp_path: Path, boundary: str) -> None:
+    cv2 = pytest.importorskip("cv2")
+    video = tmp_path / "clip.mkv"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"FFV1"), 25.0, (80, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(6):  # fewer frames than warm-up + timed ones: the worker starts the video again
+        writer.write(rng.integers(0, 256, (48, 80, 3), dtype=np.uint8))
+    writer.release()
+    r = benchmark(tiny_bundle(), boundary=boundary, warmup=2, iters=9, video=video)
+    assert r["image_size"] == [48, 80] and r["video"] == str(video.absolute())
+    assert r["latency_ms"]["n"] == 9 and r["latency_ms"]["min"] > 0
+    with pytest.raises(FileNotFoundError, match="is not a file"):
+        benchmark(tiny_bundle(), boundary=boundary, video=tmp_path / "missing.mp4")

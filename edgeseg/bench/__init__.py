@@ -89,6 +89,7 @@ def benchmark(
     scenario: ScenarioSettings | None = None,
     duration: float | None = None,
     window: float | None = None,
+    video: str | Path | None = None,
 ) -> dict[str, Any]:
     """Benchmark one bundle on one backend: a latency pass, then a memory pass, each in its own process.
 
@@ -97,7 +98,9 @@ def benchmark(
 
     ``backend=None`` uses the bundle's default backend and ``threads=None`` the backend's default
     thread count; the record keeps what was asked. ``image_size`` (HxW) is the input image of the
-    ``end-to-end`` and ``stream`` boundaries (default 720x1280) and is ignored for ``model``.
+    ``end-to-end`` and ``stream`` boundaries (default 720x1280) and is ignored for ``model``; with ``video`` their
+    frames are decoded from that file instead (``end-to-end``: its first frame; ``stream``: every frame in turn,
+    decoding included in each interval) and the image size is the video's.
 
     ``scenario`` replaces the ``iters`` timed calls by an MLPerf LoadGen run (``model`` boundary only;
     the record gains a ``scenario`` block); ``duration`` seconds replace them by a sustained run with
@@ -121,6 +124,10 @@ def benchmark(
     if boundary in IMAGE_BOUNDARIES:
         h, w = image_size or DEFAULT_IMAGE_SIZE
         args += ["--image-size", f"{h}x{w}"]
+        if video is not None:
+            if not Path(video).is_file():
+                raise FileNotFoundError(f"--video {video} is not a file")
+            args += ["--video", str(Path(video).absolute())]
     timed = _probe(args + _special_args(boundary, scenario, duration, window), "latency")
     memory = _probe(args, "memory")
     latency = summarize(timed["seconds"])
@@ -140,6 +147,7 @@ def benchmark(
         "threads": threads,
         "boundary": boundary,
         "image_size": timed["image_size"],
+        "video": timed["video"],
         "warmup": warmup,
         "iters": iters,
         "latency_ms": latency,

@@ -28,7 +28,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--boundary", choices=tuple(BOUNDARIES), default="model")
     p.add_argument("--image-size", type=parse_size, default=DEFAULT_IMAGE_SIZE, help="HxW, end-to-end and stream")
     p.add_argument("--mode", choices=MODES, required=True)
+    p.add_argument("--video", type=Path, default=None, help="frames of end-to-end and stream, decoded from this file")
     p.add_argument("--scenario", choices=tuple(SCENARIOS), default=None, help="MLPerf LoadGen scenario (model)")
     p.add_argument("--min-duration", type=float, default=ScenarioSettings.min_duration_s, help="LoadGen, seconds")
     p.add_argument("--min-queries", type=int, default=ScenarioSettings.min_queries, help="LoadGen")
@@ -70,23 +71,45 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _workload(seg: runtime.Segmenter, boundary: str, image_size: tuple[int, int]) -> Callable[[], object]:
-    """The call to measure, with its fixed random input already built."""
-    rng = np.random.default_rng(0)
+def _frames(image_size: tuple[int, int], video: Path | None) -> Iterator[np.ndarray]:
+    """Endless RGB frames: decoded from ``video`` (from its start again at its end; decoding is part of every
+    frame), else a cycle of ``STREAM_FRAMES`` fixed random frames of ``image_size``."""
+    if video is None:
+        rng = np.random.default_rng(0)
+        frames = [rng.integers(0, 256, (*image_size, 3), dtype=np.uint8) for _ in range(STREAM_FRAMES)]
+        yield from itertools.cycle(frames)
+        return
+    from edgeseg.video import open_source
+
+    while True:
+        with open_source(str(video)) as source:
+            count = 0
+            for frame in source:
+                count += 1
+                yield frame.image
+        if not count:
+            raise ValueError(f"{video} has no frame to benchmark")
+
+
+def _workload(
+    seg: runtime.Segmenter, boundary: str, image_size: tuple[int, int], video: Path | None = None
+) -> Callable[[], object]:
+    """The call to measure, with its fixed input already built (the video's first frame, if one is given)."""
     if boundary == "model":
+        rng = np.random.default_rng(0)
         x = seg.preprocess(rng.integers(0, 256, (*seg.input_size, 3), dtype=np.uint8))
         return lambda: seg.logits(x)
-    image = rng.integers(0, 256, (*image_size, 3), dtype=np.uint8)
+    image = next(_frames(image_size, video))
     return lambda: seg.predict(image)
 
 
-def _stream_intervals(seg: runtime.Segmenter, image_size: tuple[int, int], count: int) -> tuple[float, list[float]]:
+def _stream_intervals(
+    seg: runtime.Segmenter, image_size: tuple[int, int], count: int, video: Path | None = None
+) -> tuple[float, list[float]]:
     """Stream ``count`` + 1 frames; return the seconds to the first result and the ``count`` intervals after it."""
-    rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 256, (*image_size, 3), dtype=np.uint8) for _ in range(STREAM_FRAMES)]
     clock = time.perf_counter
     start = clock()
-    stamps = [clock() for _ in seg.stream(frames[i % STREAM_FRAMES] for i in range(count + 1))]
+    stamps = [clock() for _ in seg.stream(itertools.islice(_frames(image_size, video), count + 1))]
     return stamps[0] - start, [b - a for a, b in itertools.pairwise(stamps)]
 
 
@@ -99,13 +122,13 @@ def _call_events(fn: Callable[[], object]) -> Generator[float, None, None]:
         yield clock() - start
 
 
-def _stream_events(seg: runtime.Segmenter, image_size: tuple[int, int]) -> Generator[float, None, None]:
+def _stream_events(
+    seg: runtime.Segmenter, image_size: tuple[int, int], video: Path | None = None
+) -> Generator[float, None, None]:
     """Stream frames forever; yield the interval between consecutive results."""
-    rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 256, (*image_size, 3), dtype=np.uint8) for _ in range(STREAM_FRAMES)]
     clock = time.perf_counter
     last = clock()
-    for _ in seg.stream(frames[i % STREAM_FRAMES] for i in itertools.count()):
+    for _ in seg.stream(_frames(image_size, video)):
         now = clock()
         yield now - last
         last = now
@@ -120,7 +143,7 @@ def _special_run(seg: runtime.Segmenter, args: argparse.Namespace, fn: Callable[
         block, seconds = run_scenario(seg, settings, args.warmup)
         return {"seconds": seconds, "scenario": block}
     if args.boundary == "stream":
-        events = _stream_events(seg, args.image_size)
+        events = _stream_events(seg, args.image_size, args.video)
         for _ in range(args.warmup):
             next(events)
     else:
@@ -157,6 +180,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _measure(seg: runtime.Segmenter, args: argparse.Namespace, load_s: float) -> dict[str, Any]:
     """The requested measurement of the loaded ``seg``."""
+    if args.video is not None and args.boundary in IMAGE_BOUNDARIES:  # the frames' size is the video's
+        args.image_size = next(_frames(args.image_size, args.video)).shape[:2]
     record: dict[str, Any] = {
         "mode": args.mode,
         "backend": seg.backend,
@@ -165,17 +190,18 @@ def _measure(seg: runtime.Segmenter, args: argparse.Namespace, load_s: float) ->
         "threads": args.threads,
         "boundary": args.boundary,
         "image_size": list(args.image_size) if args.boundary in IMAGE_BOUNDARIES else None,
+        "video": str(args.video) if args.video is not None and args.boundary in IMAGE_BOUNDARIES else None,
     }
     special = args.mode == "latency" and (args.scenario is not None or args.duration is not None)
     if args.boundary == "stream" and not special:
         count = args.warmup + args.iters if args.mode == "latency" else MEMORY_RUNS
-        first_s, intervals = _stream_intervals(seg, args.image_size, count)
+        first_s, intervals = _stream_intervals(seg, args.image_size, count, args.video)
         if args.mode == "latency":
             record.update(load_s=load_s, first_inference_ms=first_s * 1000.0, seconds=intervals[args.warmup :])
         else:
             record.update(resident_mb())
         return record
-    fn = _workload(seg, args.boundary, args.image_size)
+    fn = _workload(seg, args.boundary, args.image_size, args.video)
     if args.mode == "latency":
         start = time.perf_counter()
         fn()
