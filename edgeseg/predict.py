@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
+from edgeseg.progress import Bar
 from edgeseg.video import Frame, Source
 from edgeseg.video_out import LabelWriter
 
@@ -20,7 +20,7 @@ def segment_source(
     writer: LabelWriter,
     *,
     max_frames: int | None = None,
-    progress: tqdm | None = None,
+    progress: Bar | None = None,
 ) -> dict[str, Any]:
     """Run ``segmenter.stream`` over ``source`` (at most ``max_frames`` frames) and write each label map.
 

@@ -1,4 +1,5 @@
-"""What long work shows while it runs: stage lines and tqdm bars on stderr, and quiet third-party logs.
+"""What long work shows while it runs: stage lines and tqdm bars on stderr (bars need the ``progress`` extra),
+and quiet third-party logs.
 
 One display for export stages, calibration, parity, training, benchmarks and ``edgeseg predict``. Torch-free.
 :func:`configure` (the CLI's ``--quiet``/``--verbose``) sets what is shown: by default stage lines always, bars
@@ -15,8 +16,12 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from tqdm import tqdm
+try:
+    from tqdm import tqdm
+except ImportError:  # the runtime-only install: stage lines, no bars (pip install 'edgeseg[progress]')
+    tqdm = None
 
 # Loggers of the libraries export drives; kept at WARNING unless --verbose.
 ORT_DEFAULT_SEVERITY = 2  # ONNX Runtime's own default (warnings); it has no getter to read it back
@@ -45,26 +50,55 @@ def bars_enabled() -> bool:
     return sys.stderr.isatty() if _settings.bars is None else _settings.bars
 
 
-def bar(total: int | None, desc: str, unit: str = "it", scale: bool = False) -> tqdm:
-    """A tqdm bar on stderr (disabled when bars are off); ``update(n)`` it, ``close()`` it or use it in ``with``.
+class Bar(Protocol):
+    """What callers use of a progress bar: ``update(n)``, ``n``, ``close()`` and ``with``."""
 
-    ``scale`` shows counts with SI prefixes (bytes as kB, MB).
+    n: float
+
+    def update(self, n: float = 1) -> Any: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Bar: ...
+
+    def __exit__(self, *exc: object) -> Any: ...
+
+
+class _NoBar:
+    """A bar that draws nothing (bars off, or tqdm not installed)."""
+
+    def __init__(self) -> None:
+        self.n: float = 0
+
+    def update(self, n: float = 1) -> None:
+        self.n += n
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def bar(total: int | None, desc: str, unit: str = "it", scale: bool = False) -> Bar:
+    """A tqdm bar on stderr (nothing drawn when bars are off or tqdm is missing); ``update(n)`` it, ``close()`` it
+    or use it in ``with``. ``scale`` shows counts with SI prefixes (bytes as kB, MB).
     """
-    return tqdm(
-        total=total,
-        desc=desc,
-        unit=unit,
-        unit_scale=scale,
-        file=sys.stderr,
-        disable=not bars_enabled(),
-        mininterval=0.25,
-    )
+    if tqdm is None or not bars_enabled():
+        return _NoBar()
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=scale, file=sys.stderr, mininterval=0.25)
 
 
 def say(line: str) -> None:
     """One status line on stderr (above any bar), unless quiet."""
     if not _settings.quiet:
-        tqdm.write(line, file=sys.stderr)
+        if tqdm is None:
+            print(line, file=sys.stderr)
+        else:
+            tqdm.write(line, file=sys.stderr)
 
 
 @contextlib.contextmanager

@@ -44,7 +44,15 @@ def _start_export(out: Path, tmp: Path, *extra: str) -> subprocess.Popen[str]:
     tmp.mkdir(exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp)}
     command = [sys.executable, "-m", "edgeseg", *EXPORT_ARGS, "--out", str(out), *extra]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a shell's background job ignores SIGINT, and the child would inherit that: give it the default back
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def _partials(out: Path) -> list[Path]:

@@ -271,7 +271,8 @@ def test_fuzz_cli_numbers_are_valid_or_refused_at_parse_time(command: str, data:
     for name in ("tolerance", "lr"):
         value = getattr(args, name, None)
         assert value is None or (math.isfinite(value) and value > 0)
-    assert not hasattr(args, "num_classes") or 1 <= args.num_classes <= cli.MAX_CLASSES
+    num_classes = getattr(args, "num_classes", None)  # export's default None: from --weights/--classes, else 150
+    assert num_classes is None or 1 <= num_classes <= cli.MAX_CLASSES
     assert not hasattr(args, "opset") or args.opset >= cli.MIN_OPSET
     assert not hasattr(args, "val_fraction") or 0 < args.val_fraction < 1
     assert getattr(args, "seed", 0) >= 0

@@ -49,3 +49,12 @@ def test_third_party_logs_and_stdout_are_quiet_unless_verbose(capsys, caplog) ->
         nncf.info("Statistics collection")
         print("shown")
     assert "Statistics collection" in caplog.text and capsys.readouterr().out == "shown\n"
+
+
+def test_without_tqdm_there_are_stage_lines_and_no_bars(capsys, monkeypatch) -> None:
+    monkeypatch.setattr(progress, "tqdm", None)  # as in the runtime-only install
+    progress.configure(bars=True)
+    with progress.stage("exporting"), progress.bar(3, "frames") as shown:
+        shown.update(2)
+        assert shown.n == 2
+    assert capsys.readouterr().err.splitlines()[0] == "exporting …"
