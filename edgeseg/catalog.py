@@ -23,14 +23,15 @@ def read_catalog() -> list[dict[str, Any]]:
     return list(data["models"])
 
 
-def build_catalog(num_classes: int = CATALOG_CLASSES) -> dict[str, Any]:
-    """The catalog computed from the registry (needs torch; builds every model on the meta device where it can)."""
+def build_catalog(num_classes: int = CATALOG_CLASSES, names: list[str] | None = None) -> dict[str, Any]:
+    """The catalog computed from the registry, of every model or of ``names`` (needs torch; builds each model on
+    the meta device where it can)."""
     import torch
 
     from edgeseg.models import count_macs, count_params, create, get_spec, list_models
 
     entries = []
-    for name in list_models():
+    for name in list_models() if names is None else names:
         spec = get_spec(name)
         try:
             with torch.device("meta"):  # shapes only: no memory and no random init for the 300 M-parameter models

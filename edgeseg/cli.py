@@ -136,7 +136,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     from edgeseg.catalog import CATALOG_CLASSES, build_catalog, read_catalog
 
     # the shipped catalog is torch-free and instant (a test keeps it equal to the registry); other heads need torch
-    entries = read_catalog() if args.num_classes == CATALOG_CLASSES else build_catalog(args.num_classes)["models"]
+    if args.num_classes == CATALOG_CLASSES:
+        entries = read_catalog()
+        unknown = sorted(set(args.names) - {e["name"] for e in entries})
+        if unknown:
+            raise ValueError(f"no model named {', '.join(unknown)}; `edgeseg models` lists them all")
+        entries = [e for e in entries if not args.names or e["name"] in args.names]
+    else:
+        entries = build_catalog(args.num_classes, args.names or None)["models"]
     print(f"{'model':<20} {'family':<11} {'task':<14} {'params':>11} {'GMACs@512²':>11}  description")
     for e in entries:
         print(
@@ -606,6 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     models = sub.add_parser("models", help="list the models with params and GMACs at 512x512")
+    models.add_argument("names", nargs="*", metavar="NAME", help="only these models (default: every one)")
     models.add_argument(
         "--num-classes", type=_num_classes, default=150, help="classes of the head counted (not 150: needs torch)"
     )

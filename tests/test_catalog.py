@@ -31,10 +31,10 @@ def test_models_command_imports_no_torch() -> None:
 
 
 def test_models_with_another_head_size_counts_that_head() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "edgeseg", "models", "--num-classes", "19"], capture_output=True, text=True, check=False
-    )
+    command = [sys.executable, "-m", "edgeseg", "models", "segformer-b0", "mbv2-ca-seg", "--num-classes", "19"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+    assert [line.split()[0] for line in done.stdout.splitlines()[1:]] == ["segformer-b0", "mbv2-ca-seg"]
     line = next(line for line in done.stdout.splitlines() if line.startswith("segformer-b0 "))
     # SegFormer-B0's 256→classes 1×1 classifier: 150 classes (3,752,694 params) less 131 × (256 + 1)
     assert f"{3_752_694 - 131 * 257:,}" in line
@@ -50,3 +50,10 @@ def test_models_with_another_head_size_counts_that_head() -> None:
 )
 def test_a_missing_module_names_the_extra_that_brings_it(module: str, wanted: str) -> None:
     assert wanted in missing_module_message(ModuleNotFoundError(f"No module named {module!r}", name=module))
+
+
+def test_models_lists_only_the_names_given_and_refuses_unknown_ones() -> None:
+    done = subprocess.run([sys.executable, "-m", "edgeseg", "models", "afformer-tiny"], capture_output=True, text=True)
+    assert done.returncode == 0 and [line.split()[0] for line in done.stdout.splitlines()] == ["model", "afformer-tiny"]
+    done = subprocess.run([sys.executable, "-m", "edgeseg", "models", "segformer-b9"], capture_output=True, text=True)
+    assert done.returncode == 2 and "no model named segformer-b9" in done.stderr

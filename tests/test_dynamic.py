@@ -56,17 +56,18 @@ def test_dynamic_bundle_of_a_transformer_matches_pytorch_at_other_sizes(model_na
     from edgeseg.export import ExportRequest, export_bundle
 
     request = ExportRequest(
-        model=model_name, out=tmp_path / "b", target="openvino", input_size=(256, 320), dynamic=True
+        model=model_name, out=tmp_path / "b", target="openvino", input_size=(128, 160), dynamic=True
     )
     bundle = read_bundle(export_bundle(request))
     assert bundle.dynamic and bundle.input.shape == (1, 3, None, None)
     checked = bundle.manifest.parity["results"]["openvino"]["by_size"]
-    assert list(checked) == ["256x320", "192x384"] and all(r["max_abs"] <= 1e-4 for r in checked.values())
+    assert len(checked) == 2 and next(iter(checked)) == "128x160"  # the export size and a second one
+    assert all(r["max_abs"] <= 1e-4 for r in checked.values())
     torch.manual_seed(request.seed)
     model = models.create(model_name)
     for backend in ("onnxruntime", "openvino"):
         segmenter = load(bundle.path, backend=backend)
-        for size in [(320, 448), (96, 608)]:
+        for size in [(224, 288), (64, 480)]:
             x = np.random.default_rng(size[0]).standard_normal((1, 3, *size), dtype=np.float32)
             with torch.no_grad():
                 expected = model(torch.from_numpy(x)).numpy()
