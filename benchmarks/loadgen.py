@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -55,7 +56,8 @@ def markdown(records: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "Offline minimums): the results are not compliant MLPerf results, only LoadGen-scheduled measurements. "
         "SingleStream runs each query on the Segmenter (latency hint); Offline runs on the throughput mode "
         "(OpenVINO THROUGHPUT hint + AsyncInferQueue; ONNX Runtime one single-thread session per thread). "
-        "The machine's cores were shared with other work while this ran: treat small differences as noise.",
+        f"Load average (1 min, `os.getloadavg`) {args.load_before:.2f} just before the run (other work on the "
+        f"cores) and {args.load_after:.2f} at its end (the run's own threads included).",
         "",
     ]
     for scenario in SCENARIOS:
@@ -81,6 +83,7 @@ def main() -> None:
     from edgeseg.imaging import parse_size
 
     size = parse_size(args.size)
+    args.load_before = os.getloadavg()[0]
     records = []
     with tempfile.TemporaryDirectory() as folder:
         for model in args.models:
@@ -95,6 +98,7 @@ def main() -> None:
                     print(f"{model} {backend} {scenario}: {block['validity']}, {record['fps']:.1f} samples/s, "
                           f"p90 {block['latency_ms']['p90']:.1f} ms", flush=True)  # fmt: skip
                     records.append(record)
+    args.load_after = os.getloadavg()[0]
     stem = f"loadgen_{args.size}"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps({"args": vars(args), "records": records}, indent=1))
