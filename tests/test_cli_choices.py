@@ -75,3 +75,25 @@ def test_every_option_says_what_it_is_and_help_shows_defaults() -> None:
     text = " ".join(sub.choices["export"].format_help().split())
     assert "the runtime the bundle is built for (default: onnxruntime)" in text and "(default: fp32)" in text
     assert "(default: None)" not in text and "(default: False)" not in text
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("full_resolution", "give KEY=VALUE"),
+        ("__import__('os')=1", "give KEY=VALUE"),
+        ("x=[1, 2]", "a boolean, a number or a string"),
+        ('x={"a": 1}', "a boolean, a number or a string"),
+    ],
+)
+def test_model_options_are_parsed_never_evaluated(text: str, message: str, capsys) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["export", "--model", "setr-naive-tiny", "--out", "b", "--model-option", text])
+    assert message in capsys.readouterr().err
+
+
+def test_model_option_values_are_json_literals_or_plain_strings() -> None:
+    args = build_parser().parse_args(
+        ["export", "--model", "m", "--out", "b", "--model-option", "a=false", "--model-option", "b=os.system"]
+    )
+    assert args.model_option == [("a", False), ("b", "os.system")]
