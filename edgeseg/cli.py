@@ -827,6 +827,9 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as error:
         print(f"edgeseg {args.command}: error: {missing_module_message(error)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"edgeseg {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, OSError, KeyError, RuntimeError, ImportError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"edgeseg {args.command}: error: {message}", file=sys.stderr)

@@ -258,27 +258,44 @@ def _clean_other(out: Path, stale: list[Path]) -> None:
         return  # its writer is at work; it cleans up itself
 
 
-def _exit_for_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
+class _Termination:
+    """The signal (SIGTERM or SIGINT) received in a staged block, kept even where a library swallows its exception."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+        self.raise_for_signal()
+
+    def raise_for_signal(self, cause: BaseException | None = None) -> None:
+        """Raise KeyboardInterrupt (SIGINT) or SystemExit(143) (SIGTERM) if one arrived; else return."""
+        if self.signum is None:
+            return
+        error: BaseException = KeyboardInterrupt() if self.signum == signal.SIGINT else SystemExit(128 + self.signum)
+        raise error from cause
 
 
 @contextmanager
-def _cleanup_on_termination() -> Iterator[None]:
+def _cleanup_on_termination() -> Iterator[_Termination]:
     """While active, SIGTERM raises SystemExit(143) and SIGINT KeyboardInterrupt, so ``finally`` blocks run.
 
-    Handlers are installed only over the default action (a caller that ignores or handles a signal keeps
-    its policy) and only in the main thread (the only one that may); the previous ones come back after.
+    The yielded ``_Termination`` remembers the signal: a library that catches or converts the exception (torch's
+    exporter, tqdm) cannot make the block look finished. Handlers are installed only over the default action (a
+    caller that ignores or handles a signal keeps its policy) and only in the main thread (the only one that may);
+    the previous ones come back after.
     """
+    termination = _Termination()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield termination
         return
-    raisers = {signal.SIGTERM: _exit_for_sigterm, signal.SIGINT: signal.default_int_handler}
+    defaults = {signal.SIGTERM: (signal.SIG_DFL,), signal.SIGINT: (signal.SIG_DFL, signal.default_int_handler)}
     installed = {}
-    for signum, raiser in raisers.items():
-        if signal.getsignal(signum) == signal.SIG_DFL:
-            installed[signum] = signal.signal(signum, raiser)
+    for signum, default_actions in defaults.items():
+        if signal.getsignal(signum) in default_actions:
+            installed[signum] = signal.signal(signum, termination.handle)
     try:
-        yield
+        yield termination
     finally:
         for signum, previous in installed.items():
             signal.signal(signum, previous)
@@ -297,7 +314,7 @@ def staged_folder(
     inputs = inputs or {}
     check_output_folder(out, kind, force, inputs)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with folder_lock(out), _cleanup_on_termination():
+    with folder_lock(out), _cleanup_on_termination() as termination:
         clean_leftovers(out)
         check_output_folder(out, kind, force, inputs)  # again, now that no other writer can change it
         staging = _leftover_name(out, PARTIAL_TAG)
@@ -306,7 +323,12 @@ def staged_folder(
             stage = Stage(staging / "result", staging / "scratch")
             stage.folder.mkdir()
             stage.scratch.mkdir()
-            yield stage
+            try:
+                yield stage
+            except BaseException as error:
+                termination.raise_for_signal(error)  # a signal's exception, even where a library replaced it
+                raise
+            termination.raise_for_signal()  # a signal whose exception a library swallowed: never commit
             replace_folder(stage.folder, out)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
