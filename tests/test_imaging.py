@@ -88,6 +88,53 @@ def test_resize_rejects_bad_sizes(size: object) -> None:
         resize_bilinear(np.zeros((4, 4, 3), np.uint8), size)  # type: ignore[arg-type]
 
 
+@pytest.fixture
+def fresh_probe_cache():
+    imaging._opencv_is_exact.cache_clear()
+    yield
+    imaging._opencv_is_exact.cache_clear()
+
+
+CAMERA_PAIRS = [((720, 1280), (512, 512)), ((1080, 1920), (512, 1024)), ((480, 640), (512, 512))]
+ODD_PAIRS = [((1, 128), (513, 1920)), ((7, 5), (1920, 333)), ((720, 480), (255, 31)), ((5, 7), (16, 21))]
+
+
+@pytest.mark.parametrize(("in_size", "out_size"), CAMERA_PAIRS + ODD_PAIRS)
+def test_resize_is_bit_identical_to_the_numpy_rule_whichever_path_runs(fresh_probe_cache, in_size, out_size):
+    image = np.random.default_rng(3).integers(0, 256, (*in_size, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(resize_bilinear(image, out_size), imaging._numpy_resize(image, out_size))
+
+
+def test_opencv_resizes_camera_frames_and_is_refused_where_it_differs(fresh_probe_cache, monkeypatch):
+    pytest.importorskip("cv2", reason="OpenCV (the video extra) is not installed: only the numpy rule runs")
+    shape, size = (720, 1280, 3), (512, 512)
+    assert imaging._opencv_is_exact(shape, size)  # the camera case runs in OpenCV (x86 and this OpenCV)
+    calls = []
+    real = imaging._opencv_resize
+
+    def off_by_one_ulp(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        calls.append(size)
+        out = real(image, size)
+        return np.nextafter(out, np.float32(np.inf))
+
+    monkeypatch.setattr(imaging, "_opencv_resize", off_by_one_ulp)
+    imaging._opencv_is_exact.cache_clear()
+    image = np.random.default_rng(4).integers(0, 256, shape, dtype=np.uint8)
+    np.testing.assert_array_equal(resize_bilinear(image, size), imaging._numpy_resize(image, size))
+    assert calls == [size]  # probed once, then the numpy rule ran
+    resize_bilinear(image, size)
+    assert calls == [size]  # the verdict is cached per pair of sizes
+    resize_bilinear(image.astype(np.float32), size)
+    assert calls == [size]  # float images always take the numpy rule
+
+
+def test_without_opencv_the_numpy_rule_runs(fresh_probe_cache, monkeypatch):
+    monkeypatch.setattr(imaging, "_opencv", lambda: None)
+    assert not imaging._opencv_is_exact((720, 1280, 3), (512, 512))
+    image = np.random.default_rng(5).integers(0, 256, (72, 128, 3), dtype=np.uint8)
+    np.testing.assert_allclose(resize_bilinear(image, (51, 51)), reference_resize(image, 51, 51), atol=1e-3)
+
+
 # ---- normalize ------------------------------------------------------------------------------------
 
 
@@ -98,6 +145,10 @@ def test_normalize() -> None:
     assert x.shape == (1, 3, 5, 7) and x.dtype == np.float32 and x.flags.c_contiguous
     for c in range(3):
         np.testing.assert_allclose(x[0, c], (image[:, :, c] - mean[c]) / std[c], rtol=1e-6)
+    m, s = np.float32(mean), np.float32(std)
+    for source in (image, image.astype(np.uint8), image.astype(np.float64)):  # the broadcast formula, bit for bit
+        expected = ((source.astype(np.float32) - m) / s).transpose(2, 0, 1)[None]
+        np.testing.assert_array_equal(normalize(source, mean, std), expected)
     with pytest.raises(ValueError, match="non-zero"):
         normalize(image, mean, [1.0, 0.0, 1.0])
     with pytest.raises(ValueError, match="H×W×3"):
