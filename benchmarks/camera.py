@@ -5,10 +5,12 @@
 
 For each model and backend (ONNX Runtime, OpenVINO fp32) it exports the plain bundle (model-only latency:
 normalised input → logits) and one bundle per variant (``--input``/``--output`` of ``edgeseg export``), then
-times, with ``edgeseg.bench.benchmark`` in fresh torch-free processes, on frames of a 720p video file (by default
-a synthetic one: ``edgeseg data synthetic`` images at 720×1280, written as MPEG-4 at 30 FPS):
-``end-to-end`` (``Segmenter.predict`` of the first frame: conversion, resize, normalisation, inference and the
-full-size label map) and ``stream`` (``Segmenter.stream`` over the video, decoding included). Live mode plays the
+times, on frames of a 720p video file (by default a synthetic one: ``edgeseg data synthetic`` images at
+720×1280, written as MPEG-4 at 30 FPS), model-only against ``end-to-end`` (``Segmenter.predict`` of the first
+frame: conversion, resize, normalisation, inference and the full-size label map) alternating call by call in one
+fresh torch-free process (the ratio is the median of each call's ratio to the model-only call just before it,
+so a slow moment of this noisy machine weighs on both sides), and ``stream`` (``Segmenter.stream`` over the
+video, decoding included) with ``edgeseg.bench.benchmark``. Live mode plays the
 video at 30 FPS into ``Segmenter.live`` (latest frame wins) and records the capture → result latency and the
 drops. Writes ``results/camera_720p.md``, ``.json`` and ``.png``. Targets (issue 14): end-to-end ≤ 1.15×
 model-only for AFFormer-tiny and CGRSeg-T, ≤ 1.25× for SegFormer-B0 and U-MixFormer-B0; stream ≥ 0.9 × 1000 /
@@ -20,7 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +37,9 @@ FRAME = (720, 1280)
 VIDEO_FPS = 30.0
 VIDEO_FRAMES = 60
 LIVE_FRAMES = 90
+SETTLE_S = 0.05  # pause before each timed block: the previous session's threads stop spinning
 # (--input, --output) of each bundle timed end to end; the first is today's float bundle.
-VARIANTS = (
-    ("float", "logits"),
-    ("uint8-rgb", "logits"),
-    ("uint8-rgb", "labels,logits"),
-    ("uint8-rgb", "labels-full"),
-    ("uint8-bgr", "labels,labels-full,confidence"),
-)
+VARIANTS = (("float", "logits"), ("uint8-rgb", "labels-full"))
 
 
 def export(
@@ -114,6 +116,66 @@ def live(bundle: Path, video: Path, threads: int) -> dict[str, Any]:
     }
 
 
+def interleaved_child(spec: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """In this (fresh, torch-free) process: model-only and each bundle's ``predict``, alternating call by call.
+
+    Returns per name the median latency (ms) and the median of its paired ratios to the model-only call just
+    before it, so a slow moment of the machine weighs on both sides of a ratio. A bundle that is the plain one
+    reuses its session; before a call on another session the previous one's threads get ``SETTLE_S`` to stop
+    spinning.
+    """
+    from edgeseg.runtime import load
+    from edgeseg.video import open_source
+
+    with open_source(spec["video"]) as source:
+        frame = next(iter(source)).image
+    plain = load(spec["plain"], threads=spec["threads"])
+    x = plain.preprocess(frame)
+    sessions = {spec["plain"]: plain}
+    calls = {"model-only": (plain, lambda: plain.logits(x))}
+    for name, path in spec["bundles"].items():
+        seg = sessions.setdefault(path, load(path, threads=spec["threads"])) if path != spec["plain"] else plain
+        calls[name] = (seg, lambda seg=seg: seg.predict(frame))
+    for _, call in calls.values():
+        for _ in range(spec["warmup"]):
+            call()
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    ratios: dict[str, list[float]] = {name: [] for name in calls}
+    previous = None
+    for _ in range(spec["iters"]):
+        for name, (seg, call) in calls.items():
+            if seg is not previous:
+                time.sleep(SETTLE_S)
+            start = time.perf_counter()
+            call()
+            samples[name].append((time.perf_counter() - start) * 1000)
+            ratios[name].append(samples[name][-1] / samples["model-only"][-1])
+            previous = seg
+    return {name: {"ms": statistics.median(samples[name]), "ratio": statistics.median(ratios[name])} for name in calls}
+
+
+def interleaved(plain: Path, bundles: dict[str, Path], video: Path, threads: int, args: argparse.Namespace):
+    """Model-only and end-to-end medians (ms) and paired ratios per bundle, timed interleaved in one process."""
+    spec = {
+        "plain": str(plain),
+        "bundles": {name: str(path) for name, path in bundles.items()},
+        "video": str(video),
+        "threads": threads,
+        "warmup": args.warmup,
+        "iters": args.iters,
+    }
+    paths = [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    done = subprocess.run(
+        [sys.executable, __file__, "--interleave", json.dumps(spec)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def measure(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
     """Every row: model-only, end-to-end, stream and live per model, backend, variant and thread count."""
     from edgeseg.bench import benchmark
@@ -131,10 +193,12 @@ def measure(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
                 model, target, tuple(args.size), ("float", "logits"), checkpoint, num_classes, root
             )
             for threads in args.threads:
-                timing = dict(threads=threads, warmup=args.warmup, iters=args.iters)
-                model_only = benchmark(plain, **timing)["latency_ms"]["p50"]
+                timing = dict(threads=threads, warmup=args.warmup, iters=args.stream_frames)
+                names = {variant: ":".join(variant) for variant in bundles}
+                p50 = interleaved(plain, {names[v]: b for v, b in bundles.items()}, video, threads, args)
+                model_only = p50["model-only"]["ms"]
                 for variant, bundle in bundles.items():
-                    end_to_end = benchmark(bundle, boundary="end-to-end", video=video, **timing)["latency_ms"]["p50"]
+                    end_to_end, ratio = p50[names[variant]]["ms"], p50[names[variant]]["ratio"]
                     stream = benchmark(bundle, boundary="stream", video=video, **timing)
                     rows.append(
                         {
@@ -146,7 +210,7 @@ def measure(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
                             "outputs": variant[1],
                             "model_only_ms": model_only,
                             "end_to_end_ms": end_to_end,
-                            "ratio": end_to_end / model_only,
+                            "ratio": ratio,
                             "stream_fps": stream["fps"],
                             "stream_vs_model": stream["fps"] * model_only / 1000,
                             **live(bundle, video, threads),
@@ -162,12 +226,13 @@ def markdown(rows: list[dict[str, Any]], machine: dict[str, Any], args: argparse
         "",
         f"Machine: {machine['cpu_model']}, {machine['logical_cores']} cores, {machine['os']}, onnxruntime "
         f"{machine['packages'].get('onnxruntime')}, openvino {machine['packages'].get('openvino')}. "
-        f"Model size {args.size[0]}×{args.size[1]}, p50 of {args.iters} runs after {args.warmup} warm-up. "
-        "Model-only: the float bundle, normalised input → logits. End-to-end: `Segmenter.predict` of the "
-        "video's first frame. Stream: frames per second of `Segmenter.stream` over the 720p video file, decoding "
-        "included; stream × model is that FPS times the model-only latency (target ≥ 0.9). Live: the video played "
-        f"at {VIDEO_FPS:g} FPS into `Segmenter.live` for {LIVE_FRAMES} frames; capture → result p50 (target ≤ "
-        "model-only + one frame interval) and frames dropped while busy.",
+        f"Model size {args.size[0]}×{args.size[1]}. Model-only (the float bundle, normalised input → logits) and "
+        "end-to-end (`Segmenter.predict` of the video's first frame) alternate call by call in one process, "
+        f"{args.iters} calls each after {args.warmup} warm-up: medians, and the ratio is the median of each call's "
+        "ratio to the model-only call before it. Stream: frames per second of `Segmenter.stream` over the 720p video "
+        "file, decoding included; stream × model is that FPS times the model-only latency (target ≥ 0.9). Live: the "
+        f"video played at {VIDEO_FPS:g} FPS into `Segmenter.live` for {LIVE_FRAMES} frames; capture → result p50 "
+        "(target ≤ model-only + one frame interval) and frames dropped while busy.",
         "",
         "| model | weights | backend | threads | --input | --output | model-only ms | end-to-end ms | ratio "
         "| stream FPS | stream × model | live p50 ms (target) | live dropped |",
@@ -212,9 +277,11 @@ def main() -> int:
     parser.add_argument("--checkpoint", nargs="*", default=[], metavar="MODEL=PATH", help="trained weights per model")
     parser.add_argument("--num-classes", type=int, default=150, help="the checkpoint's classes")
     parser.add_argument("--size", nargs=2, type=int, default=[512, 512], metavar=("H", "W"))
-    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--threads", nargs="+", type=int, default=[2])
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--iters", type=int, default=30)
+    parser.add_argument("--iters", type=int, default=60, help="timed calls of each, alternating")
+    parser.add_argument("--stream-frames", type=int, default=40, help="frames timed in the stream run")
+    parser.add_argument("--interleave", help=argparse.SUPPRESS)  # the timing child's spec (JSON)
     parser.add_argument(
         "--variants",
         nargs="+",
@@ -224,6 +291,9 @@ def main() -> int:
     )
     parser.add_argument("--video", help="a 720p video file (default: a synthetic one)")
     args = parser.parse_args()
+    if args.interleave:
+        print(json.dumps(interleaved_child(json.loads(args.interleave))))
+        return 0
     with tempfile.TemporaryDirectory(prefix="edgeseg-camera-") as scratch:
         rows = measure(args, Path(scratch))
     from edgeseg.bench.machine import machine_info

@@ -13,8 +13,10 @@ a random uint8 image of the full size, and the numpy rule runs wherever OpenCV's
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -385,7 +387,17 @@ def _blend_block(
     labels[at_rows, at_cols] = winners[valid]
 
 
-def labels_from_logits(logits: np.ndarray, size: Sequence[int]) -> np.ndarray:
+# Below this many boundary cells a label map is blended in the calling thread alone.
+PARALLEL_MIN_CELLS = 512
+
+
+@cache
+def _label_pool(workers: int) -> ThreadPoolExecutor:
+    """The threads that blend boundary cells for ``labels_from_logits(..., workers=workers)``."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgeseg-labels")
+
+
+def labels_from_logits(logits: np.ndarray, size: Sequence[int], workers: int = 1) -> np.ndarray:
     """Label map of ``size`` = (H, W) from C×h×w logits: bilinear upsampling then argmax over classes.
 
     The same result as upsampling the whole C×H×W tensor (``align_corners=False``) and taking the argmax,
@@ -393,8 +405,11 @@ def labels_from_logits(logits: np.ndarray, size: Sequence[int]) -> np.ndarray:
     source pixels around it, and the difference of two classes' blends is bilinear, so it is smallest at
     one of those corners. Where one class wins at all 4 corners it wins at every pixel between them; only
     pixels whose corners disagree (near class boundaries) are blended. Ties go to the lowest class.
-    dtype uint8 for C ≤ 256, uint16 for C ≤ 65536, else int32.
+    dtype uint8 for C ≤ 256, uint16 for C ≤ 65536, else int32. ``workers`` threads share the boundary cells
+    (their pixels are disjoint; numpy releases the GIL): for one frame on an idle CPU, not while a model runs.
     """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive int, got {workers!r}")
     if logits.ndim != 3 or 0 in logits.shape:
         raise ValueError(f"expected non-empty C×h×w logits, got shape {logits.shape}")
     height, width = _check_size(size)
@@ -409,6 +424,14 @@ def labels_from_logits(logits: np.ndarray, size: Sequence[int]) -> np.ndarray:
     mixed &= (cells.row_counts > 0)[:, None] & (cells.col_counts > 0)[None, :]  # cells that hold output pixels
     labels = np.repeat(np.repeat(coarse.astype(dtype), cells.row_counts, axis=0), cells.col_counts, axis=1)
     ca, cb = np.nonzero(mixed)
-    if ca.size:
-        _blend_cells(logits.astype(np.float32, copy=False), cells, ca, cb, labels)
+    source = logits.astype(np.float32, copy=False)
+    if workers == 1 or ca.size < PARALLEL_MIN_CELLS:
+        if ca.size:
+            _blend_cells(source, cells, ca, cb, labels)
+        return labels
+    bounds = [ca.size * i // workers for i in range(workers + 1)]
+    pool = _label_pool(workers)
+    parts = [pool.submit(_blend_cells, source, cells, ca[i:j], cb[i:j], labels) for i, j in pairwise(bounds)]
+    for part in parts:
+        part.result()
     return labels

@@ -16,6 +16,7 @@ Needs numpy and the chosen backend's package only (never torch).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -64,6 +65,7 @@ class Segmenter(Closeable):
         self.artifact = bundle.artifact_name(backend)  # the file that runs
         self.precision = bundle.artifact_precision(backend)
         self._kinds = [o.kind for o in outputs]
+        self._label_workers = _usable_cores() if runner.threads is None else min(runner.threads, _usable_cores())
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -149,11 +151,11 @@ class Segmenter(Closeable):
         rgb = as_rgb_uint8(image)
         frame = self.bundle.frame
         if frame is None:
-            return labels_from_logits(self.logits(self.preprocess(rgb))[0], rgb.shape[:2])
+            return labels_from_logits(self.logits(self.preprocess(rgb))[0], rgb.shape[:2], self._label_workers)
         outputs = self.outputs(rgb if frame.color == "RGB" else np.ascontiguousarray(rgb[..., ::-1]))
         if "labels-full" in outputs:
             return outputs["labels-full"].astype(_label_dtype(self.num_classes), copy=False)
-        return labels_from_logits(outputs["logits"], rgb.shape[:2])
+        return labels_from_logits(outputs["logits"], rgb.shape[:2], self._label_workers)
 
     @overload
     def stream(
@@ -261,6 +263,11 @@ class Segmenter(Closeable):
             f"classes={self.num_classes}, precision={self.precision!r}, artifact={self.artifact!r}, "
             f"threads={self.runner.threads}, path={str(self.bundle.path)!r}{', closed' if self.closed else ''})"
         )
+
+
+def _usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _label_dtype(num_classes: int) -> type[np.integer[Any]]:

@@ -184,10 +184,20 @@ def test_labels_equal_the_full_upsampling(size, prune_ulps, chunk_bytes, kind, m
     np.testing.assert_array_equal(labels, unchunked_labels(logits, size))
 
 
-def test_region_logits_blend_only_boundary_pixels() -> None:
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_region_logits_blend_only_boundary_pixels(workers) -> None:
     logits = region_logits(150, 64, 64, seed=0)
-    labels = labels_from_logits(logits, (720, 1280))
+    labels = labels_from_logits(logits, (720, 1280), workers=workers)
     np.testing.assert_array_equal(labels, unchunked_labels(logits, (720, 1280)))
+
+
+def test_labels_shared_by_workers_equal_one_thread(monkeypatch) -> None:
+    logits = np.random.default_rng(6).standard_normal((6, 40, 60)).astype(np.float32)  # boundaries everywhere
+    monkeypatch.setattr(imaging, "LABEL_CHUNK_BYTES", 1 << 14)  # many chunks per worker
+    serial = labels_from_logits(logits, (333, 517))
+    assert np.count_nonzero(np.diff(serial, axis=0)) > imaging.PARALLEL_MIN_CELLS  # the threads do share the cells
+    np.testing.assert_array_equal(labels_from_logits(logits, (333, 517), workers=2), serial)
+    np.testing.assert_array_equal(serial, unchunked_labels(logits, (333, 517)))
 
 
 def test_labels_follow_the_reference_upsampling() -> None:
@@ -234,6 +244,9 @@ def test_labels_memory_stays_bounded() -> None:
 def test_labels_reject_bad_input() -> None:
     with pytest.raises(ValueError, match="C×h×w"):
         labels_from_logits(np.zeros((1, 5, 8, 8), np.float32), (8, 8))
+    for workers in (0, True, 1.5):
+        with pytest.raises(ValueError, match="workers must be a positive int"):
+            labels_from_logits(np.zeros((2, 4, 4), np.float32), (8, 8), workers=workers)  # type: ignore[arg-type]
 
 
 # ---- as_rgb_uint8 ---------------------------------------------------------------------------------
