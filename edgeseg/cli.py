@@ -272,7 +272,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
         return predict_on_device(args)
     from edgeseg.classes import label_palette
-    from edgeseg.predict import segment_source
+    from edgeseg.predict import segment_live, segment_source
     from edgeseg.progress import bar
     from edgeseg.runtime import load
     from edgeseg.video import describe_source, open_source
@@ -298,13 +298,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
         try:
             counts = [n for n in (source.frame_count, args.max_frames) if n is not None]
             progress = None if spec.single_image else bar(min(counts) if counts else None, "frames", "frame")
-            report = segment_source(segmenter, source, writer, max_frames=args.max_frames, progress=progress)
+            if args.live:
+                realtime = spec.kind == "video"
+                report = segment_live(
+                    segmenter, source, writer, realtime=realtime, max_frames=args.max_frames, progress=progress
+                )
+            else:
+                report = segment_source(segmenter, source, writer, max_frames=args.max_frames, progress=progress)
             wrote = writer.commit()
         except BaseException:
             writer.abort()
             raise
     fps = f", {report['fps']:.1f} FPS" if report["fps"] and not spec.single_image else ""
     print(f"wrote {wrote}: {report['frames']} frame(s) of {spec.kind} {args.source}{fps} ({segmenter.backend})")
+    if args.live:
+        p50 = report["latency_ms"]["p50"]
+        latency = f", capture → result p50 {p50:.1f} ms" if p50 is not None else ""
+        print(f"live: {report['read']} frame(s) read, {report['dropped']} dropped while the model was busy{latency}")
     _write_json(args.json, {"source": args.source, "kind": spec.kind, "backend": segmenter.backend, **report})
     return 0
 
@@ -736,6 +746,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--color", action="store_true", help="label PNGs in a colour palette instead of indices")
     predict.add_argument(
         "--max-frames", type=_positive_int, help="stop after this many frames (needed to end a camera or a stream)"
+    )
+    predict.add_argument(
+        "--live",
+        action="store_true",
+        help="live mode: segment the newest frame whenever the model is free and drop the frames that arrive "
+        "while it is busy (counted); a video file plays at its frame rate, like a camera; only segmented frames "
+        "are written",
     )
     predict.add_argument("--json", help="also write per-frame timings (decode and read→written latency) as JSON")
     predict.add_argument("--backend", choices=BACKENDS, help=BACKEND_HELP)

@@ -227,7 +227,66 @@ def test_predict_segments_every_frame_of_a_video(tiny_bundle, tmp_path):
     timings = json.loads(report.read_text())
     assert timings["frames"] == 7 and timings["kind"] == "video" and timings["fps"] > 0
     assert [f["index"] for f in timings["per_frame"]] == list(range(7))
-    assert all(f["latency_ms"] >= f["decode_ms"] >= 0 for f in timings["per_frame"])
+    assert all(f["latency_ms"] > 0 and f["decode_ms"] >= 0 for f in timings["per_frame"])  # independent spans
+
+
+def test_predict_live_plays_a_video_at_its_rate_and_writes_the_segmented_frames(tiny_bundle, tmp_path):
+    import edgeseg.runtime as runtime
+
+    decoded = write_mp4(tmp_path / "clip.mp4", 12)  # 25 FPS: 0.44 s from the first frame to the last
+    (tmp_path / "masks").mkdir()
+    report = tmp_path / "live.json"
+    done = edgeseg(
+        "predict", str(tiny_bundle("onnx")), str(tmp_path / "clip.mp4"), "--out", str(tmp_path / "masks"),
+        "--live", "--json", str(report),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    timings = json.loads(report.read_text())
+    assert timings["read"] == 12 and timings["frames"] + timings["dropped"] == 12 and timings["frames"] >= 1
+    assert timings["seconds"] >= 11 / 25  # played at the file's rate, not as fast as it decodes
+    assert f"live: 12 frame(s) read, {timings['dropped']} dropped" in done.stdout
+    assert timings["latency_ms"]["p50"] > 0
+    indices = [f["index"] for f in timings["per_frame"]]
+    assert indices == sorted(indices) and len(indices) == timings["frames"]
+    written = sorted((tmp_path / "masks").iterdir())
+    assert [p.name for p in written] == [f"clip_{i:06d}.png" for i in indices]
+    with runtime.load(tiny_bundle("onnx")) as seg:
+        for path, index in zip(written, indices, strict=True):
+            np.testing.assert_array_equal(np.asarray(Image.open(path)), seg.predict(decoded[index]))
+
+
+def test_live_drops_the_frames_that_arrive_while_the_model_is_busy(tiny_bundle, tmp_path):
+    import time
+
+    import edgeseg.runtime as runtime
+    from edgeseg.predict import segment_live
+    from edgeseg.video import describe_source, open_source
+    from edgeseg.video_out import LabelPngFolder
+
+    decoded = write_mp4(tmp_path / "clip.mp4", 30)
+
+    class Slow:
+        """A real Segmenter that takes at least 40 ms a frame (a model slower than the camera)."""
+
+        def __init__(self, segmenter: runtime.Segmenter) -> None:
+            self.segmenter = segmenter
+
+        def predict(self, image: np.ndarray) -> np.ndarray:
+            time.sleep(0.04)
+            return self.segmenter.predict(image)
+
+    with runtime.load(tiny_bundle("onnx")) as seg, open_source(describe_source(str(tmp_path / "clip.mp4"))) as source:
+        (tmp_path / "masks").mkdir()
+        writer = LabelPngFolder(tmp_path / "masks", color=False, inputs=[])
+        report = segment_live(Slow(seg), source, writer)  # as fast as the file decodes: a burst of frames
+        writer.commit()
+        assert report["read"] == 30 and report["dropped"] > 0
+        assert report["frames"] + report["dropped"] == 30
+        names = sorted(p.name for p in (tmp_path / "masks").iterdir())
+        assert names == [f"clip_{f['index']:06d}.png" for f in report["per_frame"]]
+        for frame in report["per_frame"]:
+            png = np.asarray(Image.open(tmp_path / "masks" / f"clip_{frame['index']:06d}.png"))
+            np.testing.assert_array_equal(png, seg.predict(decoded[frame["index"]]))
 
 
 @pytest.mark.parametrize(("out", "frames"), [("labels.mkv", 5), ("overlay.mp4", 5)])

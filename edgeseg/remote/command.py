@@ -119,7 +119,15 @@ def predict_on_device(args: argparse.Namespace) -> int:
     [device] = _devices(args)
     bundle = checked_bundle(Path(args.bundle))
     request = PredictRequest(
-        bundle, args.source, args.out, args.color, args.max_frames, args.backend, args.threads, args.any_precision
+        bundle,
+        args.source,
+        args.out,
+        args.color,
+        args.max_frames,
+        args.backend,
+        args.threads,
+        args.any_precision,
+        args.live,
     )
     with _reach(args) as reach:
         report = asyncio.run(predict_remotely(device, reach, request))

@@ -50,6 +50,7 @@ class PredictRequest:
     backend: str | None = None
     threads: int | None = None
     any_precision: bool = False
+    live: bool = False
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,7 @@ def _predict_command(
     words += ["--out", home_path(f"~/{remote_out}"), "--json", home_path(f"~/{run_folder}/{REPORT}")]
     words += ["--color"] if request.color else []
     words += ["--any-precision"] if request.any_precision else []
+    words += ["--live"] if request.live else []
     for flag, value in (
         ("--max-frames", request.max_frames),
         ("--backend", request.backend),
