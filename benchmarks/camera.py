@@ -290,6 +290,7 @@ def main() -> int:
         help="the bundles timed end to end, e.g. float:logits uint8-rgb:labels-full",
     )
     parser.add_argument("--video", help="a 720p video file (default: a synthetic one)")
+    parser.add_argument("--name", default="camera_720p", help="results file stem")
     args = parser.parse_args()
     if args.interleave:
         print(json.dumps(interleaved_child(json.loads(args.interleave))))
@@ -301,9 +302,9 @@ def main() -> int:
     machine = machine_info(None)
     RESULTS.mkdir(exist_ok=True)
     record = {"frame": FRAME, "machine": machine, "args": vars(args), "rows": rows}
-    (RESULTS / "camera_720p.json").write_text(json.dumps(record, indent=2) + "\n")
-    (RESULTS / "camera_720p.md").write_text(markdown(rows, machine, args))
-    plot(rows, RESULTS / "camera_720p.png")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (RESULTS / f"{args.name}.md").write_text(markdown(rows, machine, args))
+    plot(rows, RESULTS / f"{args.name}.png")
     print(markdown(rows, machine, args))
     return 0
 
