@@ -204,6 +204,18 @@ def _convert(error: BaseException) -> None:
     raise AttributeError("type object 'tqdm' has no attribute '_lock'") from error
 
 
+@pytest.fixture
+def default_signal_handlers():
+    """SIGINT and SIGTERM at Python's defaults for the test (a background shell starts pytest with SIGINT ignored)."""
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+@pytest.mark.usefixtures("default_signal_handlers")
 @pytest.mark.parametrize("library", [_swallow, _convert], ids=["swallowed", "converted"])
 @pytest.mark.parametrize(("signum", "expected"), [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, SystemExit)])
 def test_a_signal_a_library_swallows_or_converts_still_stops_the_block_and_commits_nothing(
