@@ -195,9 +195,18 @@ def test_labels_shared_by_workers_equal_one_thread(monkeypatch) -> None:
     logits = np.random.default_rng(6).standard_normal((6, 40, 60)).astype(np.float32)  # boundaries everywhere
     monkeypatch.setattr(imaging, "LABEL_CHUNK_BYTES", 1 << 14)  # many chunks per worker
     serial = labels_from_logits(logits, (333, 517))
-    assert np.count_nonzero(np.diff(serial, axis=0)) > imaging.PARALLEL_MIN_CELLS  # the threads do share the cells
+    pools = []
+    real_pool = imaging._label_pool
+    monkeypatch.setattr(imaging, "_label_pool", lambda workers: pools.append(workers) or real_pool(workers))
     np.testing.assert_array_equal(labels_from_logits(logits, (333, 517), workers=2), serial)
+    assert pools == [2]  # the boundary cells were shared by two threads
     np.testing.assert_array_equal(serial, unchunked_labels(logits, (333, 517)))
+
+
+def test_first_max_is_numpys_argmax_ties_included() -> None:
+    rng = np.random.default_rng(7)
+    values = rng.integers(0, 3, (50, 5, 4, 6)).astype(np.float32)  # many ties
+    np.testing.assert_array_equal(imaging._first_max(values), values.argmax(axis=1))
 
 
 def test_labels_follow_the_reference_upsampling() -> None:
