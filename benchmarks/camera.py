@@ -134,7 +134,9 @@ def interleaved_child(spec: dict[str, Any]) -> dict[str, dict[str, float]]:
     sessions = {spec["plain"]: plain}
     calls = {"model-only": (plain, lambda: plain.logits(x))}
     for name, path in spec["bundles"].items():
-        seg = sessions.setdefault(path, load(path, threads=spec["threads"])) if path != spec["plain"] else plain
+        if path not in sessions:
+            sessions[path] = load(path, threads=spec["threads"])
+        seg = sessions[path]
         calls[name] = (seg, lambda seg=seg: seg.predict(frame))
     for _, call in calls.values():
         for _ in range(spec["warmup"]):

@@ -240,8 +240,9 @@ def _opencv() -> Any:
 
 def _opencv_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """OpenCV's float32 bilinear resize of an H×W×C image (half-pixel centres, like the rule)."""
+    cv2 = _opencv()
     src = np.ascontiguousarray(image, dtype=np.float32)
-    out = _opencv().resize(src, (size[1], size[0]), interpolation=_opencv().INTER_LINEAR)
+    out = cv2.resize(src, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
     return out.reshape(size[0], size[1], src.shape[2])
 
 

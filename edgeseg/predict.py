@@ -10,6 +10,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -84,7 +85,7 @@ def _paced(source: Source, realtime: bool, max_frames: int | None) -> Iterator[F
             return
         if interval is not None:
             time.sleep(max(0.0, start + count * interval - time.monotonic()))
-            frame = Frame(frame.index, frame.image, frame.name, time.monotonic(), frame.position)
+            frame = replace(frame, timestamp=time.monotonic())
         yield frame
 
 
@@ -135,9 +136,8 @@ def segment_live(
         "seconds": seconds,
         "fps": stats.processed / seconds if seconds > 0 else None,
         "latency_ms": {
-            "p50": None if stats.latency_p50 is None else stats.latency_p50 * 1e3,
-            "p90": None if stats.latency_p90 is None else stats.latency_p90 * 1e3,
-            "max": None if stats.latency_max is None else stats.latency_max * 1e3,
+            name: None if value is None else value * 1e3
+            for name, value in (("p50", stats.latency_p50), ("p90", stats.latency_p90), ("max", stats.latency_max))
         },
         "per_frame": timings,
     }

@@ -16,7 +16,6 @@ Needs numpy and the chosen backend's package only (never torch).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -31,6 +30,7 @@ from edgeseg.closing import Closeable
 from edgeseg.imaging import FrameError, ImageError, as_rgb_uint8, labels_from_logits
 from edgeseg.live import LiveResult, LiveStats, run_live
 from edgeseg.runtimes import BackendUnavailableError, Runner, create_runner
+from edgeseg.runtimes.base import usable_cores
 
 __all__ = ["Segmenter", "load"]
 
@@ -65,7 +65,7 @@ class Segmenter(Closeable):
         self.artifact = bundle.artifact_name(backend)  # the file that runs
         self.precision = bundle.artifact_precision(backend)
         self._kinds = [o.kind for o in outputs]
-        self._label_workers = _usable_cores() if runner.threads is None else min(runner.threads, _usable_cores())
+        self._label_workers = min(runner.threads or usable_cores(), usable_cores())
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -263,11 +263,6 @@ class Segmenter(Closeable):
             f"classes={self.num_classes}, precision={self.precision!r}, artifact={self.artifact!r}, "
             f"threads={self.runner.threads}, path={str(self.bundle.path)!r}{', closed' if self.closed else ''})"
         )
-
-
-def _usable_cores() -> int:
-    """The CPU cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _label_dtype(num_classes: int) -> type[np.integer[Any]]:

@@ -11,7 +11,6 @@ submitted input is done.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from abc import ABC, abstractmethod
@@ -24,14 +23,10 @@ from edgeseg.bundle import Bundle
 from edgeseg.closing import Closeable
 from edgeseg.runtime import runner_config
 from edgeseg.runtimes import Runner, create_runner
+from edgeseg.runtimes.base import usable_cores
 
 Done = Callable[[], object]
 WAIT_POLL_S = 0.5  # how often a waiting OpenVINO executor checks for failed requests
-
-
-def _usable_cores() -> int:
-    """Cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class ThroughputExecutor(Closeable, ABC):
@@ -113,7 +108,7 @@ class OnnxRuntimeThroughput(ThroughputExecutor):
     backend = "onnxruntime"
 
     def __init__(self, bundle: Bundle, threads: int | None) -> None:
-        self.streams = threads or _usable_cores()
+        self.streams = threads or usable_cores()
         self.settings = {"sessions": self.streams, "intra_op_threads_per_session": 1}
         artifact = bundle.artifact(self.backend)
         config = runner_config(bundle, self.backend)

@@ -26,6 +26,11 @@ class RunnerClosedError(RuntimeError):
 THREADS_PER_CORE = 4
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def check_threads(threads: int | None) -> int | None:
     """Validate a thread count: None (backend default) or 1 to ``THREADS_PER_CORE`` × this machine's cores."""
     if threads is None:
