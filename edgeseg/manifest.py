@@ -87,11 +87,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _round_half_even(numerator: int, denominator: int) -> int:
+    """``numerator / denominator`` (positive ints) rounded to the nearest int, ties to the even one."""
+    quotient, rest = divmod(numerator, denominator)
+    return quotient + (2 * rest > denominator or (2 * rest == denominator and quotient % 2 == 1))
+
+
 class StretchResize(_Strict):
     """Static graphs: every image is stretched to the graph's one size."""
 
     mode: Literal["stretch"]
     size: Size
+
+    def size_for(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """The graph's one size, whatever the image's."""
+        return self.size
 
 
 class KeepRatioResize(_Strict):
@@ -107,6 +117,24 @@ class KeepRatioResize(_Strict):
         if self.max_long_side < self.short_side:
             raise ValueError(f"max_long_side {self.max_long_side} is below short_side {self.short_side}")
         return self
+
+    def size_for(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """Scale so the short side is ``short_side`` without the long side passing ``max_long_side``, then round
+        each side to the nearest multiple of ``multiple`` (at least one multiple).
+
+        Exact rational arithmetic, ties to even (``round``'s rule, without float64's error): the graphs that
+        take frames compute the same integers in int64 (:func:`edgeseg.export.frame_path.pre_graph`).
+        """
+        h, w = image_size
+        short, long = min(h, w), max(h, w)
+        # scale = numerator / denominator = min(short_side / short, max_long_side / long)
+        if self.short_side * long <= self.max_long_side * short:
+            numerator, denominator = self.short_side, short
+        else:
+            numerator, denominator = self.max_long_side, long
+        m = self.multiple
+        height, width = (m * max(1, _round_half_even(side * numerator, denominator * m)) for side in (h, w))
+        return height, width
 
 
 ResizeRule = Annotated[StretchResize | KeepRatioResize, Field(discriminator="mode")]
@@ -158,13 +186,7 @@ class InputSpec(_Strict):
         rule): scale so the short side is ``short_side`` without the long side passing ``max_long_side``,
         then round each side to the nearest multiple.
         """
-        policy = self.resize
-        if isinstance(policy, StretchResize):
-            return policy.size
-        h, w = image_size
-        scale = min(policy.short_side / min(h, w), policy.max_long_side / max(h, w))
-        m = policy.multiple
-        return max(m, round(h * scale / m) * m), max(m, round(w * scale / m) * m)
+        return self.resize.size_for(image_size)
 
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
         """H×W×3 uint8 RGB image → the normalised 1×3×h×w float32 model input this spec declares."""
@@ -396,8 +418,8 @@ class Manifest(_Strict):
             raise ValueError("a labels-full output needs the frame as the graph input (a frame entry)")
         if not {"logits", "labels-full"} & set(kinds):
             raise ValueError("outputs need logits or labels-full: Segmenter.predict makes its label map from them")
-        if self.frame is not None and self.input.dynamic:
-            raise ValueError("a frame input needs a static model input (stretch resize)")
+        if self.frame is not None and self.input.dynamic and self.frame.size is not None:
+            raise ValueError("a dynamic graph takes frames of any size: its frame shape must leave H and W free")
         return self
 
     @property

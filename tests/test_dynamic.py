@@ -72,3 +72,40 @@ def test_dynamic_bundle_of_a_transformer_matches_pytorch_at_other_sizes(model_na
             with torch.no_grad():
                 expected = model(torch.from_numpy(x)).numpy()
             np.testing.assert_allclose(segmenter.logits(x), expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_dynamic_bundle_takes_uint8_frames_of_any_size(tmp_path):
+    """`--dynamic --input uint8-bgr`: the graph sizes each frame by the keep-ratio rule itself."""
+    torch = pytest.importorskip("torch")
+    from edgeseg import models
+    from edgeseg.export import ExportRequest, export_bundle
+    from edgeseg.imaging import labels_from_logits
+
+    request = ExportRequest(
+        model="segformer-b0",
+        out=tmp_path / "b",
+        target="openvino",
+        input_size=(128, 160),
+        dynamic=True,
+        input_kind="uint8-bgr",
+        outputs=("logits", "labels-full"),
+        parity_count=2,
+    )
+    bundle = read_bundle(export_bundle(request))
+    assert bundle.dynamic and bundle.manifest.frame is not None and bundle.manifest.frame.size is None
+    assert bundle.manifest.parity["frame"]["passed"]
+    torch.manual_seed(request.seed)
+    model = models.create("segformer-b0")
+    rng = np.random.default_rng(0)
+    for backend in ("onnxruntime", "openvino"):
+        with load(bundle.path, backend=backend) as seg:
+            for size in [(360, 640), (160, 157)]:  # 128x224, and 160 · 128/157 = 130.4 → 128x128
+                rgb = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+                x = bundle.input_spec.preprocess(rgb)
+                assert x.shape[2:] == bundle.model_input_size(size)
+                with torch.no_grad():
+                    expected = model(torch.from_numpy(x)).numpy()[0]
+                got = seg.outputs(np.ascontiguousarray(rgb[..., ::-1]))
+                np.testing.assert_allclose(got["logits"], expected, rtol=0, atol=1e-4)
+                assert np.mean(got["labels-full"] == labels_from_logits(expected, size)) >= 0.9999

@@ -173,7 +173,7 @@ def test_bundle_paths_may_hold_commas_and_parentheses(tmp_path):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"input_kind": "uint8-rgb", "dynamic": True}, "needs a static bundle"),
+        ({"input_kind": "uint8-rgb", "dynamic": True, "frame_size": (720, 1280)}, "--frame-size fixes the frame"),
         ({"input_kind": "uint8-bgr", "target": "tensorrt"}, "needs --frame-size"),
         ({"outputs": ("labels-full",)}, "labels-full needs the frame"),
         ({"input_kind": "uint8-rgb", "frame_size": (0, 10)}, "must have sides"),

@@ -13,11 +13,20 @@ import onnx
 import pytest
 
 import edgeseg.runtime
-from edgeseg.bundle import describe_files, write_manifest
-from edgeseg.export.frame_path import FramePlan, post_graph, pre_graph, wrap_onnx, wrap_openvino
+from edgeseg.bundle import describe_files, read_bundle, write_manifest
+from edgeseg.export.frame_path import (
+    FRAME_HW,
+    FramePlan,
+    _keep_ratio_nodes,
+    post_graph,
+    pre_graph,
+    wrap_onnx,
+    wrap_openvino,
+)
 from edgeseg.imaging import ImageError, labels_from_logits, normalize, resize_bilinear
+from edgeseg.manifest import KeepRatioResize
 from edgeseg.runtimes import create_runner
-from tests.conftest import TINY_INPUT_SHAPE, TINY_MEAN, TINY_OUTPUT_SHAPE, TINY_STD, TinyConv
+from tests.conftest import TINY_INPUT_SHAPE, TINY_MEAN, TINY_STD, TinyConv
 
 MakeBundle = Callable[..., Path]
 ALL = ("logits", "labels", "labels-full", "confidence")
@@ -38,8 +47,9 @@ def _frame_bundle(source: Path, folder: Path, plan: FramePlan) -> Path:
 
     shutil.copytree(source, folder)
     manifest = json.loads((folder / "manifest.json").read_text())
-    pre = pre_graph(plan, "input", MODEL_SIZE, TINY_MEAN, TINY_STD) if plan.takes_frames else None
-    post = post_graph(plan, TINY_OUTPUT_SHAPE)
+    resize = read_bundle(source).manifest.input.resize
+    pre = pre_graph(plan, "input", resize, TINY_MEAN, TINY_STD) if plan.takes_frames else None
+    post = post_graph(plan, read_bundle(source).manifest.outputs[0].shape)
     onnx.save(wrap_onnx(onnx.load(str(folder / "model.onnx")), pre, post), str(folder / "model.onnx"))
     if (folder / "model.xml").exists():
         ov.save_model(wrap_openvino(source / "model.xml", pre, post), str(folder / "model.xml"), compress_to_fp16=False)
@@ -65,9 +75,9 @@ def _frame_bundle(source: Path, folder: Path, plan: FramePlan) -> Path:
     return folder
 
 
-def _expected(conv: TinyConv, rgb: np.ndarray) -> dict[str, np.ndarray]:
+def _expected(conv: TinyConv, rgb: np.ndarray, model_size: tuple[int, int] = MODEL_SIZE) -> dict[str, np.ndarray]:
     """The numpy reference of every output for an RGB frame (the runtime's own pre- and post-processing)."""
-    logits = conv(normalize(resize_bilinear(rgb, MODEL_SIZE), TINY_MEAN, TINY_STD))[0].astype(np.float32)
+    logits = conv(normalize(resize_bilinear(rgb, model_size), TINY_MEAN, TINY_STD))[0].astype(np.float32)
     shifted = np.exp(logits - logits.max(axis=0))
     return {
         "logits": logits,
@@ -172,6 +182,62 @@ def test_runners_return_every_output_by_name(tiny_bundle: MakeBundle, tmp_path: 
     assert {k: v.dtype for k, v in ort.items()} == {k: v.dtype for k, v in ov.items()}
     assert ort["labels_full"].shape == (1, 50, 70)
     assert np.mean(ort["labels_full"] == ov["labels_full"]) >= 0.9999
+
+
+# (720, 1280): stretched by a wide margin; (784, 1127): width 11.5 multiples exactly (a tie: even, 12 · 8 = 96,
+# where float64 arithmetic gave 88); (100, 1000): the long side caps the scale; (8, 8): upscaled.
+KEEP_RATIO_FRAMES = [(64, 96), (720, 1280), (784, 1127), (100, 1000), (8, 8), (37, 251)]
+
+
+@pytest.mark.parametrize("target", ["onnx", "openvino"])
+def test_a_dynamic_graph_takes_frames_and_keeps_their_aspect_ratio(
+    tiny_bundle: MakeBundle, tiny_conv: TinyConv, tmp_path: Path, target: str
+) -> None:
+    source = tiny_bundle(target, dynamic=True)
+    folder = _frame_bundle(source, tmp_path / "frame", FramePlan("uint8-bgr", ALL))
+    bundle = read_bundle(folder)
+    assert bundle.dynamic and bundle.model_input_size((784, 1127)) == (64, 96)
+    with edgeseg.runtime.load(folder) as seg, edgeseg.runtime.load(source) as plain:
+        for seed, size in enumerate(KEEP_RATIO_FRAMES):
+            rgb = _region_frame(size, seed)
+            model_size = bundle.model_input_size(size)
+            got, want = seg.outputs(np.ascontiguousarray(rgb[..., ::-1])), _expected(tiny_conv, rgb, model_size)
+            stride = (model_size[0] // 8, model_size[1] // 8)
+            assert got["logits"].shape == (5, *stride) and got["labels"].shape == stride
+            assert np.abs(got["logits"] - want["logits"]).max() < 1e-4
+            assert np.array_equal(got["labels"], want["labels"])
+            assert got["labels-full"].shape == size
+            assert np.mean(got["labels-full"] == want["labels-full"]) >= 0.9999
+            assert np.mean(seg.predict(rgb) == plain.predict(rgb)) >= 0.9999
+
+
+def test_the_graphs_keep_ratio_sizes_are_the_runtimes(tmp_path: Path) -> None:
+    """The int64 nodes against :meth:`KeepRatioResize.size_for` on ONNX Runtime and OpenVINO, ties included."""
+    import onnxruntime as ort
+    import openvino as ov
+    from onnx import TensorProto, helper
+
+    rule = KeepRatioResize(mode="keep_ratio", short_side=64, max_long_side=256, multiple=8)
+    nodes, inits = _keep_ratio_nodes(rule, "size")
+    graph = helper.make_graph(
+        nodes,
+        "keep_ratio",
+        [helper.make_tensor_value_info(FRAME_HW, TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("size", TensorProto.INT64, [2])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    onnx.save(model, str(tmp_path / "size.onnx"))
+    rng = np.random.default_rng(0)
+    sizes = [(784, 1127), (1127, 784), (784, 1323), (1, 1), (1, 4096), (8192, 3)]
+    sizes += [tuple(int(v) for v in rng.integers(1, 2000, 2)) for _ in range(300)]
+    session = ort.InferenceSession(str(tmp_path / "size.onnx"), providers=["CPUExecutionProvider"])
+    compiled = ov.Core().compile_model(str(tmp_path / "size.onnx"), "CPU")
+    for size in sizes:
+        hw = np.array(size, np.int64)
+        want = list(rule.size_for(size))
+        assert session.run(None, {FRAME_HW: hw})[0].tolist() == want, size
+        assert compiled({FRAME_HW: hw})[0].tolist() == want, size
 
 
 @pytest.mark.parametrize(

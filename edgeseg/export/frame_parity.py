@@ -1,7 +1,8 @@
 """Parity of frame-path graphs: every output against the PyTorch reference of the same output.
 
 The reference is :class:`FrameReference`, an ``nn.Module`` written independently of the ONNX surgery: uint8
-NHWC frame → ``F.interpolate(bilinear, align_corners=False, antialias=False)`` to the model size →
+NHWC frame → ``F.interpolate(bilinear, align_corners=False, antialias=False)`` to the model size (the bundle's
+resize rule: stretch, or keep the aspect ratio for a dynamic graph) →
 ``(x - mean) / std`` → the un-fused model in eager fp32 → logits, ``argmax`` labels, logits upsampled to the
 frame size then ``argmax`` (``labels-full``), ``softmax`` (confidence). Frames: the parity images (stretched to
 ``--frame-size`` when fixed, else at their own size and enlarged to a camera-like size) and one uniform-noise
@@ -26,7 +27,7 @@ from torch import nn
 from edgeseg.export.frame_path import FramePlan
 from edgeseg.export.parity import PROXY_BACKENDS
 from edgeseg.imaging import resize_bilinear
-from edgeseg.manifest import BACKEND_OF_TARGET, OUTPUT_NAMES
+from edgeseg.manifest import BACKEND_OF_TARGET, OUTPUT_NAMES, KeepRatioResize, StretchResize
 from edgeseg.runtimes import available_backends, create_runner
 
 FP32_AGREEMENT = 0.9999
@@ -43,10 +44,16 @@ class FrameReference(nn.Module):
     std: torch.Tensor
 
     def __init__(
-        self, model: nn.Module, plan: FramePlan, model_size: tuple[int, int], mean: Any, std: Any, num_classes: int
+        self,
+        model: nn.Module,
+        plan: FramePlan,
+        resize: StretchResize | KeepRatioResize,
+        mean: Any,
+        std: Any,
+        num_classes: int,
     ) -> None:
         super().__init__()
-        self.model, self.plan, self.model_size = model, plan, model_size
+        self.model, self.plan, self.resize = model, plan, resize
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
         self.label_dtype = torch.uint8 if num_classes <= 256 else torch.int32
@@ -59,8 +66,9 @@ class FrameReference(nn.Module):
             x = frame.permute(0, 3, 1, 2).float()
             if self.plan.color == "BGR":
                 x = x.flip(1)
-            if tuple(x.shape[2:]) != self.model_size:
-                x = F.interpolate(x, size=self.model_size, mode="bilinear", align_corners=False, antialias=False)
+            size = self.resize.size_for((x.shape[2], x.shape[3]))
+            if tuple(x.shape[2:]) != size:
+                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
             logits = self.model((x - self.mean) / self.std)
         outputs = {"logits": logits}
         if "labels" in self.plan.outputs:

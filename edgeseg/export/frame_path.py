@@ -14,10 +14,10 @@ Pre-processing (the rule the manifest declares, the same as :mod:`edgeseg.imagin
 in NHWC to the model size (``mode=linear``, ``coordinate_transformation_mode=half_pixel``, no antialias: the
 rule of ``F.interpolate(bilinear, align_corners=False)`` and :func:`~edgeseg.imaging.resize_bilinear`;
 ONNX Runtime gives bit-identical pixels at 720p → 512²), channel flip for BGR frames, ``(x - mean) / std``,
-Transpose to NCHW. Only static (stretch-resize) models take frames: a frame of any size is stretched to the
-model size, or the frame size is fixed with ``--frame-size`` (needed for TensorRT engines). Dynamic
-(keep-ratio) bundles keep the float input: the keep-ratio size rule would need float64 shape arithmetic in
-the graph to round exactly as the runtime does.
+Transpose to NCHW. A static graph stretches a frame of any size to the model size, or the frame size is fixed
+with ``--frame-size`` (needed for TensorRT engines). A dynamic graph keeps the frame's aspect ratio: the graph
+computes the model size from the frame's shape with int64 nodes, the same exact integer rule as the runtime
+(:meth:`~edgeseg.manifest.KeepRatioResize.size_for`).
 
 Post-processing: ``labels`` = ArgMax over classes at the model's stride (first index on ties, as numpy);
 ``labels-full`` = Resize of the logits to the frame's own size (linear, half_pixel: mmseg's rule, as
@@ -38,7 +38,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeseg.manifest import CONFIDENCE_DTYPES, INPUT_KINDS, OUTPUT_KINDS, OUTPUT_NAMES
+from edgeseg.manifest import (
+    CONFIDENCE_DTYPES,
+    INPUT_KINDS,
+    OUTPUT_KINDS,
+    OUTPUT_NAMES,
+    KeepRatioResize,
+    StretchResize,
+)
 
 FRAME_NAME = "frame"
 CORE_LOGITS = "frame_path/core_logits"
@@ -123,19 +130,85 @@ def _model(nodes: list[onnx.NodeProto], name: str, inputs: list[Any], outputs: l
     return model
 
 
+def _keep_ratio_nodes(resize: KeepRatioResize, size_out: str) -> tuple[list[onnx.NodeProto], list[Any]]:
+    """Nodes writing ``size_out`` = [h, w], the model size :meth:`KeepRatioResize.size_for` gives the frame.
+
+    The same integers, in int64: scale = num / den = short_side / short or max_long_side / long (the smaller,
+    by cross-multiplying), side = multiple · max(1, round(side · num / (den · multiple))) with ties to even,
+    from a floor division and its remainder.
+    """
+    constants = {"short_side": resize.short_side, "max_long_side": resize.max_long_side, "multiple": resize.multiple}
+    constants |= {"one": 1, "two": 2}
+    inits = [numpy_helper.from_array(np.array([v], np.int64), f"{_P}{name}") for name, v in constants.items()]
+
+    def c(name: str) -> str:
+        return f"{_P}{name}"
+
+    def t(name: str) -> str:
+        return f"{_P}keep_ratio/{name}"
+
+    steps: list[tuple[str, list[str], str, dict[str, Any]]] = [
+        ("ReduceMin", [FRAME_HW], t("short"), {"keepdims": 1}),
+        ("ReduceMax", [FRAME_HW], t("long"), {"keepdims": 1}),
+        ("Mul", [c("short_side"), t("long")], t("a"), {}),
+        ("Mul", [c("max_long_side"), t("short")], t("b"), {}),
+        ("LessOrEqual", [t("a"), t("b")], t("fits"), {}),  # short_side / short <= max_long_side / long
+        ("Where", [t("fits"), c("short_side"), c("max_long_side")], t("num"), {}),
+        ("Where", [t("fits"), t("short"), t("long")], t("den"), {}),
+        ("Mul", [FRAME_HW, t("num")], t("p"), {}),
+        ("Mul", [t("den"), c("multiple")], t("q"), {}),
+        ("Div", [t("p"), t("q")], t("quotient"), {}),  # positive ints: floor division
+        ("Mul", [t("quotient"), t("q")], t("floor"), {}),
+        ("Sub", [t("p"), t("floor")], t("rest"), {}),
+        ("Mul", [t("rest"), c("two")], t("twice"), {}),
+        ("Greater", [t("twice"), t("q")], t("over"), {}),
+        ("Equal", [t("twice"), t("q")], t("tie"), {}),
+        ("Mod", [t("quotient"), c("two")], t("parity"), {}),
+        ("Equal", [t("parity"), c("one")], t("odd"), {}),
+        ("And", [t("tie"), t("odd")], t("odd_tie"), {}),
+        ("Or", [t("over"), t("odd_tie")], t("up"), {}),
+        ("Cast", [t("up")], t("carry"), {"to": TensorProto.INT64}),
+        ("Add", [t("quotient"), t("carry")], t("rounded"), {}),
+        ("Max", [t("rounded"), c("one")], t("at_least_one"), {}),
+        ("Mul", [t("at_least_one"), c("multiple")], size_out, {}),
+    ]
+    nodes = [helper.make_node(op, inputs, [out], name=out, **attrs) for op, inputs, out, attrs in steps]
+    return nodes, inits
+
+
 def pre_graph(
-    plan: FramePlan, model_input: str, model_size: tuple[int, int], mean: Sequence[float], std: Sequence[float]
+    plan: FramePlan,
+    model_input: str,
+    resize: StretchResize | KeepRatioResize,
+    mean: Sequence[float],
+    std: Sequence[float],
 ) -> onnx.ModelProto:
-    """Frame (uint8 NHWC) → the model's normalised float32 NCHW input ``model_input``, plus the frame's (H, W)."""
-    h, w = model_size
+    """Frame (uint8 NHWC) → the model's normalised float32 NCHW input ``model_input``, plus the frame's (H, W).
+
+    ``resize`` is the bundle's rule: stretch to the graph's one size, or keep the frame's aspect ratio (a
+    dynamic graph; the size is computed in the graph from the frame's shape).
+    """
     x = f"{_P}float"
-    nodes = [helper.make_node("Cast", [FRAME_NAME], [x], name=f"{_P}cast", to=TensorProto.FLOAT)]
+    nodes = [
+        helper.make_node("Shape", [FRAME_NAME], [FRAME_HW], name=f"{_P}frame_hw", start=1, end=3),
+        helper.make_node("Cast", [FRAME_NAME], [x], name=f"{_P}cast", to=TensorProto.FLOAT),
+    ]
     inits = [
-        numpy_helper.from_array(np.array([1, h, w, 3], np.int64), f"{_P}model_size"),
         numpy_helper.from_array(np.asarray(mean, np.float32).reshape(3), f"{_P}mean"),
         numpy_helper.from_array(np.asarray(std, np.float32).reshape(3), f"{_P}std"),
     ]
-    if plan.frame_size != (h, w):
+    model_shape: list[int | str]
+    resize_axes: dict[str, Any] = {}
+    if isinstance(resize, KeepRatioResize):  # sizes of H and W only: shape inference keeps N and C static
+        size_nodes, size_inits = _keep_ratio_nodes(resize, f"{_P}model_size")
+        nodes += size_nodes
+        inits += size_inits
+        model_shape, resize_axes = [1, 3, "model_height", "model_width"], {"axes": [1, 2]}
+    else:
+        h, w = resize.size
+        inits.append(numpy_helper.from_array(np.array([1, h, w, 3], np.int64), f"{_P}model_size"))
+        model_shape = [1, 3, h, w]
+    if isinstance(resize, KeepRatioResize) or plan.frame_size != resize.size:
         nodes.append(
             helper.make_node(
                 "Resize",
@@ -145,6 +218,7 @@ def pre_graph(
                 mode="linear",
                 coordinate_transformation_mode="half_pixel",
                 antialias=0,
+                **resize_axes,
             )
         )
         x = f"{_P}resized"
@@ -156,11 +230,10 @@ def pre_graph(
         helper.make_node("Sub", [x, f"{_P}mean"], [f"{_P}centred"], name=f"{_P}sub_mean"),
         helper.make_node("Div", [f"{_P}centred", f"{_P}std"], [f"{_P}normalised"], name=f"{_P}div_std"),
         helper.make_node("Transpose", [f"{_P}normalised"], [model_input], name=f"{_P}to_nchw", perm=[0, 3, 1, 2]),
-        helper.make_node("Shape", [FRAME_NAME], [FRAME_HW], name=f"{_P}frame_hw", start=1, end=3),
     ]
     inputs = [helper.make_tensor_value_info(FRAME_NAME, TensorProto.UINT8, frame_shape(plan))]
     outputs = [
-        helper.make_tensor_value_info(model_input, TensorProto.FLOAT, [1, 3, h, w]),
+        helper.make_tensor_value_info(model_input, TensorProto.FLOAT, model_shape),
         helper.make_tensor_value_info(FRAME_HW, TensorProto.INT64, [2]),
     ]
     return _model(nodes, "frame_pre", inputs, outputs, inits)

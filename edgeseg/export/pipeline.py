@@ -41,7 +41,9 @@ from edgeseg.manifest import (
     POSTPROCESS,
     ClassesInfo,
     InputSpec,
+    KeepRatioResize,
     Manifest,
+    StretchResize,
     check_precision,
 )
 from edgeseg.models import checkpoint_report, count_macs, count_params, create, get_spec, list_models, model_spec
@@ -140,10 +142,10 @@ def _validate(request: ExportRequest) -> None:
             f"--output confidence is a softmax of logits, but {request.model} outputs {spec.output_kind} (already per "
             "class); export logits or labels instead"
         )
-    if plan.takes_frames and request.dynamic:
+    if plan.frame_size is not None and request.dynamic:
         raise ValueError(
-            f"--input {plan.input_kind} needs a static bundle (drop --dynamic): a dynamic bundle keeps the float "
-            "input, because its keep-ratio size rule cannot be computed in the graph exactly as the runtime rounds it"
+            "--frame-size fixes the frame, so the model size too: export a static bundle at that model size (drop "
+            "--dynamic), or drop --frame-size (a dynamic graph takes frames of any size, keeping their aspect ratio)"
         )
     if plan.takes_frames and request.target == "tensorrt" and plan.frame_size is None:
         raise ValueError("--target tensorrt with uint8 frames needs --frame-size HxW (the engine's frame shape)")
@@ -196,13 +198,14 @@ def second_size(size: tuple[int, int], multiple: int) -> tuple[int, int]:
     return other if other != size else (h + multiple, w)
 
 
-def _resize_policy(request: ExportRequest, multiple: int) -> dict[str, Any]:
-    """How the runtime sizes an image for the graph: stretch to the static size, or keep the aspect ratio."""
+def _resize_policy(request: ExportRequest) -> StretchResize | KeepRatioResize:
+    """How an image is sized for the graph: stretch to the static size, or keep the aspect ratio."""
     h, w = request.input_size
     if not request.dynamic:
-        return {"mode": "stretch", "size": [h, w]}
+        return StretchResize(mode="stretch", size=(h, w))
     short = min(h, w)
-    return {"mode": "keep_ratio", "short_side": short, "max_long_side": 4 * short, "multiple": multiple}
+    multiple = get_spec(request.model).input_multiple
+    return KeepRatioResize(mode="keep_ratio", short_side=short, max_long_side=4 * short, multiple=multiple)
 
 
 def _input_spec(request: ExportRequest, proto: onnx.ModelProto) -> InputSpec:
@@ -213,7 +216,7 @@ def _input_spec(request: ExportRequest, proto: onnx.ModelProto) -> InputSpec:
             "shape": graph_shape(proto.graph.input[0]),
             "example_size": list(request.input_size),
             "size_multiple": spec.input_multiple,
-            "resize": _resize_policy(request, spec.input_multiple),
+            "resize": _resize_policy(request),
             "mean": list(spec.mean),
             "std": list(spec.std),
         }
@@ -315,7 +318,7 @@ def _add_frame_path(
 ) -> list[dict[str, Any]]:
     """Write each core artifact of ``core_folder`` into ``folder`` with the frame path; returns the outputs' specs."""
     spec, plan = get_spec(request.model), request.plan
-    pre = pre_graph(plan, INPUT_NAME, request.input_size, spec.mean, spec.std) if plan.takes_frames else None
+    pre = pre_graph(plan, INPUT_NAME, _resize_policy(request), spec.mean, spec.std) if plan.takes_frames else None
     post = post_graph(plan, graph_shape(proto.graph.output[0]))
     for name in sorted(set(artifacts.artifacts.values())):
         if name.endswith(".xml"):
@@ -354,7 +357,7 @@ def _frame_check(
         frames = parity_frames(rgbs, plan, request.seed)
     else:
         frames = list(images.inputs[:count])
-    reference = FrameReference(model, plan, request.input_size, spec.mean, spec.std, request.num_classes)
+    reference = FrameReference(model, plan, _resize_policy(request), spec.mean, spec.std, request.num_classes)
     return FrameCheck.prepare(
         reference,
         folder,
