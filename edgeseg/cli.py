@@ -274,9 +274,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from edgeseg.classes import label_palette
     from edgeseg.predict import segment_live, segment_source
     from edgeseg.progress import bar
-    from edgeseg.runtime import load
+    from edgeseg.runtime import load, video_inferences
     from edgeseg.video import describe_source, open_source
     from edgeseg.video_out import check_output, open_writer
+
+    if args.live and args.inferences is not None:
+        raise ValueError("--inferences sets video mode's frames in the model at once; live mode runs one at a time")
 
     # OpenCV's and FFmpeg's own log lines repeat what the error says; set these variables to see them again.
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
@@ -304,7 +307,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     segmenter, source, writer, realtime=realtime, max_frames=args.max_frames, progress=progress
                 )
             else:
-                report = segment_source(segmenter, source, writer, max_frames=args.max_frames, progress=progress)
+                inferences = args.inferences or (1 if spec.single_image else video_inferences(segmenter))
+                report = segment_source(
+                    segmenter, source, writer, max_frames=args.max_frames, progress=progress, inferences=inferences
+                )
             wrote = writer.commit()
         except BaseException:
             writer.abort()
@@ -373,6 +379,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     boundary=args.boundary,
                     any_precision=args.any_precision,
                     video=args.video,
+                    inferences=args.inferences,
                     **_special_run(args),
                 )
             )
@@ -754,6 +761,12 @@ def build_parser() -> argparse.ArgumentParser:
         "while it is busy (counted); a video file plays at its frame rate, like a camera; only segmented frames "
         "are written",
     )
+    predict.add_argument(
+        "--inferences",
+        type=_positive_int,
+        help="video mode: frames in the model at once, each lane with its share of the threads (default: 2 on a "
+        "CPU backend with 2 or more threads, which gives more frames per second; 1 for a single image)",
+    )
     predict.add_argument("--json", help="also write per-frame timings (decode and read→written latency) as JSON")
     predict.add_argument("--backend", choices=BACKENDS, help=BACKEND_HELP)
     predict.add_argument("--any-precision", action="store_true", help=ANY_PRECISION_HELP)
@@ -790,6 +803,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--video",
         help="end-to-end and stream: frames decoded from this video file (stream: decoding included) instead of "
         "random 720p frames",
+    )
+    bench.add_argument(
+        "--inferences",
+        type=_positive_int,
+        help="stream: frames in the model at once (default: as edgeseg predict, 2 on a CPU backend with 2 or more "
+        "threads)",
     )
     bench.add_argument("--json", help="also write the records as JSON")
     _add_special_run_arguments(bench)

@@ -28,8 +28,10 @@ def segment_source(
     *,
     max_frames: int | None = None,
     progress: Bar | None = None,
+    inferences: int = 1,
 ) -> dict[str, Any]:
-    """Run ``segmenter.stream`` over ``source`` (at most ``max_frames`` frames) and write each label map.
+    """Run ``segmenter.stream`` over ``source`` (at most ``max_frames`` frames, ``inferences`` in the model at
+    once) and write each label map.
 
     Returns a report: frame count, wall seconds, FPS and per-frame timings (``decode_ms``: reading the frame;
     ``latency_ms``: from the frame being read to its labels being written). Errors propagate; the caller
@@ -52,7 +54,7 @@ def segment_source(
 
     began = time.perf_counter()
     done = 0
-    for labels in segmenter.stream(images()):
+    for labels in segmenter.stream(images(), inferences=inferences):
         frame, read = held.popleft()
         writer.write(frame, labels)
         timings[done]["latency_ms"] = (time.perf_counter() - read) * 1e3
@@ -68,6 +70,7 @@ def segment_source(
         "frames": done,
         "seconds": seconds,
         "fps": done / seconds if seconds > 0 else None,
+        "inferences": inferences,
         "per_frame": timings[:done],
     }
 

@@ -16,7 +16,7 @@ Needs numpy and the chosen backend's package only (never torch).
 from __future__ import annotations
 
 import logging
-import threading
+import queue
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,12 +32,9 @@ from edgeseg.live import LiveResult, LiveStats, run_live
 from edgeseg.runtimes import BackendUnavailableError, Runner, create_runner
 from edgeseg.runtimes.base import usable_cores
 
-__all__ = ["Segmenter", "load"]
+__all__ = ["Segmenter", "load", "video_inferences"]
 
 _log = logging.getLogger(__name__)
-
-# Frames in flight in Segmenter.stream: one being prepared, one in the model, one being labelled.
-STREAM_DEPTH = 3
 
 
 class Segmenter(Closeable):
@@ -107,9 +104,24 @@ class Segmenter(Closeable):
             return self.runner.infer(x)
         return self._run(x)["logits"]
 
-    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Every graph output for the graph input ``x``, by kind."""
-        return dict(zip(self._kinds, self.runner.infer_all(x).values()))
+    def _run(self, x: np.ndarray, runner: Runner | None = None) -> dict[str, np.ndarray]:
+        """Every graph output for the graph input ``x``, by kind (on ``runner``, by default the Segmenter's)."""
+        outputs = (runner or self.runner).infer_all(x)
+        return dict(zip(self._kinds, outputs.values()))
+
+    def _frame_input(self, image: Any) -> np.ndarray:
+        """The 1×H×W×3 graph input of a bundle that takes frames, for a frame in its colour order (validated)."""
+        frame = self.bundle.frame
+        assert frame is not None
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            got = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image)
+            raise ImageError(f"expected an H×W×3 uint8 {frame.color} frame, got {got}")
+        if frame.size is not None and image.shape[:2] != frame.size:
+            raise ImageError(
+                f"this bundle takes {frame.size[0]}x{frame.size[1]} frames only (exported with --frame-size), "
+                f"got {image.shape[0]}x{image.shape[1]}; resize the frame or re-export without --frame-size"
+            )
+        return np.ascontiguousarray(image)[None]
 
     def outputs(self, image: Any) -> dict[str, np.ndarray]:
         """Every output of the graph for one image, by kind (``logits``, ``labels``, ``labels-full``, ``confidence``).
@@ -119,19 +131,7 @@ class Segmenter(Closeable):
         in the graph. Float bundles take an RGB image and pre-process it here. The batch axis is dropped:
         logits and confidence are C×h×w, label maps h×w (``labels-full``: the frame's H×W).
         """
-        frame = self.bundle.frame
-        if frame is None:
-            x = self.preprocess(image)
-        else:
-            if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-                got = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image)
-                raise ImageError(f"expected an H×W×3 uint8 {frame.color} frame, got {got}")
-            if frame.size is not None and image.shape[:2] != frame.size:
-                raise ImageError(
-                    f"this bundle takes {frame.size[0]}x{frame.size[1]} frames only (exported with --frame-size), "
-                    f"got {image.shape[0]}x{image.shape[1]}; resize the frame or re-export without --frame-size"
-                )
-            x = np.ascontiguousarray(image)[None]
+        x = self.preprocess(image) if self.bundle.frame is None else self._frame_input(image)
         return {kind: out[0] for kind, out in self._run(x).items()}
 
     def _fits(self, shape: tuple[int, ...]) -> bool:
@@ -141,6 +141,25 @@ class Segmenter(Closeable):
             s == e if e is not None else s > 0 and s % multiple == 0 for s, e in zip(shape, expected)
         )
 
+    def _graph_input(self, rgb: np.ndarray) -> np.ndarray:
+        """What the graph takes for an RGB uint8 image: the normalised input, or the frame in its colour order."""
+        frame = self.bundle.frame
+        if frame is None:
+            return self.bundle.input_spec.preprocess(rgb)
+        return self._frame_input(rgb if frame.color == "RGB" else rgb[..., ::-1])
+
+    def _infer(self, x: np.ndarray, runner: Runner) -> dict[str, np.ndarray]:
+        """The outputs ``predict`` needs, by kind, for the graph input ``x`` on ``runner``."""
+        if self._kinds == ["logits"] and self.bundle.frame is None:  # the plain graph: float32 logits
+            return {"logits": runner.infer(x)}
+        return self._run(x, runner)
+
+    def _labels(self, outputs: dict[str, np.ndarray], size: tuple[int, int], workers: int) -> np.ndarray:
+        """The label map of ``size`` from the graph's outputs: its ``labels-full``, else from its logits."""
+        if "labels-full" in outputs:
+            return outputs["labels-full"][0].astype(_label_dtype(self.num_classes), copy=False)
+        return labels_from_logits(outputs["logits"][0], size, workers)
+
     def predict(self, image: Any) -> np.ndarray:
         """H×W label map for an RGB image, at the image's own size (uint8 for up to 256 classes).
 
@@ -149,34 +168,40 @@ class Segmenter(Closeable):
         it has it, else the logits are upsampled here (:func:`~edgeseg.imaging.labels_from_logits`).
         """
         rgb = as_rgb_uint8(image)
-        frame = self.bundle.frame
-        if frame is None:
-            return labels_from_logits(self.logits(self.preprocess(rgb))[0], rgb.shape[:2], self._label_workers)
-        outputs = self.outputs(rgb if frame.color == "RGB" else np.ascontiguousarray(rgb[..., ::-1]))
-        if "labels-full" in outputs:
-            return outputs["labels-full"].astype(_label_dtype(self.num_classes), copy=False)
-        return labels_from_logits(outputs["logits"], rgb.shape[:2], self._label_workers)
+        outputs = self._infer(self._graph_input(rgb), self.runner)
+        return self._labels(outputs, rgb.shape[:2], self._label_workers)
 
     @overload
     def stream(
-        self, frames: Iterable[Any], *, skip_bad_frames: Literal[False] = False, depth: int = ...
+        self,
+        frames: Iterable[Any],
+        *,
+        skip_bad_frames: Literal[False] = False,
+        depth: int | None = ...,
+        inferences: int = ...,
     ) -> Iterator[np.ndarray]: ...
 
     @overload
     def stream(
-        self, frames: Iterable[Any], *, skip_bad_frames: Literal[True], depth: int = ...
+        self, frames: Iterable[Any], *, skip_bad_frames: Literal[True], depth: int | None = ..., inferences: int = ...
     ) -> Iterator[np.ndarray | None]: ...
 
     def stream(
-        self, frames: Iterable[Any], *, skip_bad_frames: bool = False, depth: int = STREAM_DEPTH
+        self, frames: Iterable[Any], *, skip_bad_frames: bool = False, depth: int | None = None, inferences: int = 1
     ) -> Iterator[np.ndarray | None]:
         """Yield one label map per frame of a video or camera iterator, in order, pipelined.
 
-        Up to ``depth`` frames are in flight at once, each in a worker thread: while the model runs on one
-        frame (one inference at a time, so it keeps all its threads), the next is resized and normalised and
-        the previous one's label map is computed, and reading the next frame from ``frames`` (decoding, in the
-        caller's thread) overlaps with all of them. The results are exactly :meth:`predict`'s. ``frames`` is
-        read at most ``depth`` frames ahead of what was yielded; ``depth=1`` runs frames one after another.
+        Up to ``depth`` frames are in flight at once (default ``inferences + 2``), each in a worker thread:
+        while the model runs on one frame, the next is resized and normalised and the previous one's label map
+        is computed, and reading the next frame from ``frames`` (decoding, in the caller's thread) overlaps
+        with all of them. The results are exactly :meth:`predict`'s. ``frames`` is read at most ``depth``
+        frames ahead of what was yielded; ``depth=1`` runs frames one after another.
+
+        ``inferences`` is how many frames are in the model at once. 1: one inference at a time, with all the
+        backend's threads (the Segmenter's own model). 2 or more: the model is loaded once more for the stream
+        in that many lanes that split the threads (:meth:`~edgeseg.runtimes.Runner.lanes`; OpenVINO's
+        throughput mode): more frames per second on a CPU, where one inference leaves threads idle, for the
+        cost of a load and the model's memory per lane while the stream runs.
 
         A frame that is not a usable image (see :func:`~edgeseg.imaging.as_rgb_uint8`) raises
         :class:`~edgeseg.imaging.FrameError` naming its index, after the frames before it were yielded;
@@ -189,22 +214,30 @@ class Segmenter(Closeable):
         :func:`edgeseg.video.open_source` (it converts), e.g.
         ``for labels in seg.stream(f.image for f in open_source("0")): ...``.
         """
+        if isinstance(inferences, bool) or not isinstance(inferences, int) or inferences < 1:
+            raise ValueError(f"inferences must be a positive int (frames in the model at once), got {inferences!r}")
+        depth = inferences + 2 if depth is None else depth
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
             raise ValueError(f"depth must be a positive int (frames in flight), got {depth!r}")
-        return self._pipelined(iter(frames), skip_bad_frames, depth)
+        return self._pipelined(iter(frames), skip_bad_frames, depth, inferences)
 
-    def _pipelined(self, frames: Iterator[Any], skip_bad_frames: bool, depth: int) -> Iterator[np.ndarray | None]:
-        """The generator behind :meth:`stream`: ``depth`` worker threads, results in frame order."""
-        model_turn = threading.Lock()  # one inference at a time: it uses every thread the backend has
+    def _pipelined(
+        self, frames: Iterator[Any], skip_bad_frames: bool, depth: int, inferences: int
+    ) -> Iterator[np.ndarray | None]:
+        """The generator behind :meth:`stream`: ``depth`` worker threads, ``inferences`` lanes, frames in order."""
+        lanes = self.runner.lanes(inferences) if inferences > 1 else [self.runner]
+        idle: queue.SimpleQueue[Runner] = queue.SimpleQueue()  # a lane runs one inference at a time
+        for lane in lanes:
+            idle.put(lane)
 
         def label_map(rgb: np.ndarray) -> np.ndarray:
-            if self.bundle.frame is not None:  # the graph pre- and post-processes the frame itself
-                with model_turn:
-                    return self.predict(rgb)
-            x = self.preprocess(rgb)
-            with model_turn:
-                logits = self.logits(x)
-            return labels_from_logits(logits[0], rgb.shape[:2])
+            x = self._graph_input(rgb)
+            lane = idle.get()
+            try:
+                outputs = self._infer(x, lane)
+            finally:
+                idle.put(lane)
+            return self._labels(outputs, rgb.shape[:2], 1)
 
         pending: deque[Future[np.ndarray] | None] = deque()  # None: a skipped frame
         bad: tuple[int, ImageError] | None = None
@@ -232,6 +265,8 @@ class Segmenter(Closeable):
                 if waiting is not None:
                     waiting.cancel()
             pool.shutdown(wait=True)
+            for lane in set(lanes) - {self.runner}:
+                lane.close()
         if bad is not None:
             raise FrameError(*bad) from bad[1]
 
@@ -263,6 +298,15 @@ class Segmenter(Closeable):
             f"classes={self.num_classes}, precision={self.precision!r}, artifact={self.artifact!r}, "
             f"threads={self.runner.threads}, path={str(self.bundle.path)!r}{', closed' if self.closed else ''})"
         )
+
+
+def video_inferences(segmenter: Segmenter) -> int:
+    """The ``inferences`` of :meth:`Segmenter.stream` that gives a video the most frames per second: 2 on a CPU
+    backend with 2 or more threads (measured on 2 cores: +30–40 % frames per second, see
+    ``benchmarks/results/camera_720p.md``), else 1."""
+    cores = usable_cores()
+    threads = min(segmenter.runner.threads or cores, cores)
+    return 2 if segmenter.backend in ("onnxruntime", "openvino") and threads >= 2 else 1
 
 
 def _label_dtype(num_classes: int) -> type[np.integer[Any]]:

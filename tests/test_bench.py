@@ -15,6 +15,7 @@ from edgeseg.bench.machine import machine_info
 from edgeseg.bench.stats import percentile, summarize
 from edgeseg.bench.timing import time_callable
 from edgeseg.bundle import read_bundle
+from edgeseg.runtimes.base import usable_cores
 
 H, W = 64, 96  # the tiny bundle's input size (tests/conftest.py)
 
@@ -136,6 +137,8 @@ def test_benchmark_record(records: dict, backend: str, boundary: str) -> None:
     assert r["backend"] == backend and r["boundary"] == boundary
     assert r["threads"] == (1 if backend == "onnxruntime" else None)
     assert r["image_size"] == (None if boundary == "model" else [120, 160])
+    # the stream's default: two inferences at once on a CPU backend with 2 or more threads (here: all cores)
+    assert r["inferences"] == (min(2, usable_cores()) if boundary == "stream" else None)
     assert r["warmup"] == 2 and r["iters"] == 5
     lat = r["latency_ms"]
     assert lat["n"] == 5
@@ -188,6 +191,8 @@ def test_benchmark_rejects_bad_arguments(tmp_path: Path) -> None:
         benchmark(tmp_path, boundary="wall-clock")
     with pytest.raises(ValueError):
         benchmark(tmp_path, iters=0)
+    with pytest.raises(ValueError, match="applies to the stream boundary only"):
+        benchmark(tmp_path, boundary="model", inferences=2)
 
 
 @pytest.mark.parametrize("boundary", ["end-to-end", "stream"])
@@ -199,8 +204,9 @@ def test_frames_come_from_a_video_file_and_loop(tiny_bundle, tmp_path: Path, bou
     for _ in range(6):  # fewer frames than warm-up + timed ones: the worker starts the video again
         writer.write(rng.integers(0, 256, (48, 80, 3), dtype=np.uint8))
     writer.release()
-    r = benchmark(tiny_bundle(), boundary=boundary, warmup=2, iters=9, video=video)
-    assert r["image_size"] == [48, 80] and r["video"] == str(video.absolute())
+    inferences = 3 if boundary == "stream" else None
+    r = benchmark(tiny_bundle(), boundary=boundary, warmup=2, iters=9, video=video, inferences=inferences)
+    assert r["image_size"] == [48, 80] and r["video"] == str(video.absolute()) and r["inferences"] == inferences
     assert r["latency_ms"]["n"] == 9 and r["latency_ms"]["min"] > 0
     with pytest.raises(FileNotFoundError, match="is not a file"):
         benchmark(tiny_bundle(), boundary=boundary, video=tmp_path / "missing.mp4")

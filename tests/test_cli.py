@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edgeseg.runtimes.base import usable_cores
+
 pytestmark = pytest.mark.slow
 
 
@@ -226,6 +228,7 @@ def test_predict_segments_every_frame_of_a_video(tiny_bundle, tmp_path):
             np.testing.assert_array_equal(np.asarray(Image.open(path)), seg.predict(frame))
     timings = json.loads(report.read_text())
     assert timings["frames"] == 7 and timings["kind"] == "video" and timings["fps"] > 0
+    assert timings["inferences"] == min(2, usable_cores())  # two lanes by default where there are 2 cores
     assert [f["index"] for f in timings["per_frame"]] == list(range(7))
     assert all(f["latency_ms"] > 0 and f["decode_ms"] >= 0 for f in timings["per_frame"])  # independent spans
 
@@ -253,6 +256,18 @@ def test_predict_live_plays_a_video_at_its_rate_and_writes_the_segmented_frames(
     with runtime.load(tiny_bundle("onnx")) as seg:
         for path, index in zip(written, indices, strict=True):
             np.testing.assert_array_equal(np.asarray(Image.open(path)), seg.predict(decoded[index]))
+
+
+def test_predict_takes_the_inferences_of_video_mode_only(tiny_bundle, tmp_path):
+    write_mp4(tmp_path / "clip.mp4", 4)
+    (tmp_path / "masks").mkdir()
+    report = tmp_path / "timings.json"
+    args = ["predict", str(tiny_bundle("onnx")), str(tmp_path / "clip.mp4"), "--out", str(tmp_path / "masks")]
+    done = edgeseg(*args, "--inferences", "3", "--json", str(report))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(report.read_text())["inferences"] == 3
+    refused = edgeseg(*args, "--live", "--inferences", "2")
+    assert refused.returncode == 2 and "live mode runs one at a time" in refused.stderr
 
 
 def test_live_drops_the_frames_that_arrive_while_the_model_is_busy(tiny_bundle, tmp_path):

@@ -238,6 +238,54 @@ def test_stream_gives_exactly_the_serial_results_in_order(segmenter, depth: int)
         np.testing.assert_array_equal(labels, segmenter.predict(frame))
 
 
+@pytest.mark.parametrize("target", ["onnx", "openvino"])
+@pytest.mark.parametrize("inferences", [2, 3])
+def test_stream_in_lanes_gives_exactly_the_serial_results(tiny_bundle, target: str, inferences: int) -> None:
+    rng = np.random.default_rng(inferences)
+    frames = [rng.integers(0, 256, (int(rng.integers(20, 90)), 70, 3), dtype=np.uint8) for _ in range(30)]
+    with edgeseg.runtime.load(tiny_bundle(target), threads=2) as seg:
+        made = []
+        lanes = seg.runner.lanes
+
+        def spy(count: int):
+            made.extend(lanes(count))
+            return made
+
+        seg.runner.lanes = spy  # type: ignore[method-assign]
+        maps = list(seg.stream(frames, inferences=inferences))
+        assert len(made) == inferences and all(lane.closed for lane in made)  # the stream's own lanes
+        assert not seg.closed
+        for frame, labels in zip(frames, maps, strict=True):
+            np.testing.assert_array_equal(labels, seg.predict(frame))
+
+
+def test_lanes_split_the_runners_threads(tiny_bundle) -> None:
+    from edgeseg.runtimes import create_runner
+
+    bundle = tiny_bundle("openvino")
+    with create_runner("onnxruntime", bundle / "model.onnx", threads=2) as ort_runner:
+        assert ort_runner.lanes(1) == [ort_runner]
+        lanes = ort_runner.lanes(2)
+        assert len({id(lane) for lane in lanes}) == 2 and [lane.threads for lane in lanes] == [1, 1]
+        for lane in lanes:
+            lane.close()
+        with pytest.raises(ValueError, match="positive int count"):
+            ort_runner.lanes(0)
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    with create_runner("openvino", bundle / "model.xml", threads=2, config=config) as ov_runner:
+        first, second = ov_runner.lanes(2)
+        assert first is second and first is not ov_runner  # one model compiled with two streams
+        assert int(first._compiled.get_property("NUM_STREAMS")) == 2
+        assert first.config["INFERENCE_PRECISION_HINT"] == "f32"
+        first.close()
+
+
+@pytest.mark.parametrize("inferences", [0, -2, True, 1.5])
+def test_stream_refuses_a_bad_number_of_inferences(segmenter, inferences) -> None:
+    with pytest.raises(ValueError, match="inferences must be a positive int"):
+        segmenter.stream([], inferences=inferences)
+
+
 def test_stream_reads_a_bounded_number_of_frames_ahead(segmenter) -> None:
     pulled = []
 

@@ -90,6 +90,7 @@ def benchmark(
     duration: float | None = None,
     window: float | None = None,
     video: str | Path | None = None,
+    inferences: int | None = None,
 ) -> dict[str, Any]:
     """Benchmark one bundle on one backend: a latency pass, then a memory pass, each in its own process.
 
@@ -100,7 +101,9 @@ def benchmark(
     thread count; the record keeps what was asked. ``image_size`` (HxW) is the input image of the
     ``end-to-end`` and ``stream`` boundaries (default 720x1280) and is ignored for ``model``; with ``video`` their
     frames are decoded from that file instead (``end-to-end``: its first frame; ``stream``: every frame in turn,
-    decoding included in each interval) and the image size is the video's.
+    decoding included in each interval) and the image size is the video's. ``inferences`` is the ``stream``
+    boundary's frames in the model at once (see :meth:`edgeseg.runtime.Segmenter.stream`; default: what
+    :func:`edgeseg.runtime.video_inferences` picks, as ``edgeseg predict`` does); the record states it.
 
     ``scenario`` replaces the ``iters`` timed calls by an MLPerf LoadGen run (``model`` boundary only;
     the record gains a ``scenario`` block); ``duration`` seconds replace them by a sustained run with
@@ -112,6 +115,8 @@ def benchmark(
         raise ValueError(f"need warmup >= 0 and iters >= 1, got warmup={warmup}, iters={iters}")
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1 or None, got {threads}")
+    if inferences is not None and (boundary != "stream" or inferences < 1):
+        raise ValueError(f"inferences (a positive int) applies to the stream boundary only, got {inferences}")
     bundle = read_bundle(bundle_path)
     args = ["--bundle", str(bundle.path), "--boundary", boundary]
     args += ["--warmup", str(warmup), "--iters", str(iters)]
@@ -128,6 +133,8 @@ def benchmark(
             if not Path(video).is_file():
                 raise FileNotFoundError(f"--video {video} is not a file")
             args += ["--video", str(Path(video).absolute())]
+    if inferences is not None:
+        args += ["--inferences", str(inferences)]
     timed = _probe(args + _special_args(boundary, scenario, duration, window), "latency")
     memory = _probe(args, "memory")
     latency = summarize(timed["seconds"])
@@ -148,6 +155,7 @@ def benchmark(
         "boundary": boundary,
         "image_size": timed["image_size"],
         "video": timed["video"],
+        "inferences": timed["inferences"],
         "warmup": warmup,
         "iters": iters,
         "latency_ms": latency,
@@ -221,6 +229,8 @@ def _row(r: dict[str, Any]) -> list[str]:
     boundary = r["boundary"]
     if r["image_size"] is not None:
         boundary += " {}x{}".format(*r["image_size"])
+    if r.get("inferences", 1) not in (None, 1):
+        boundary += f", {r['inferences']} at once"
     return [
         r["model"], f"{h}x{w}", r["backend"], r["precision"], r["artifact"],
         "default" if r["threads"] is None else str(r["threads"]), boundary,

@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=parse_size, default=DEFAULT_IMAGE_SIZE, help="HxW, end-to-end and stream")
     p.add_argument("--mode", choices=MODES, required=True)
     p.add_argument("--video", type=Path, default=None, help="frames of end-to-end and stream, decoded from this file")
+    p.add_argument(
+        "--inferences", type=int, default=None, help="stream: frames in the model at once; default: video_inferences"
+    )
     p.add_argument("--scenario", choices=tuple(SCENARIOS), default=None, help="MLPerf LoadGen scenario (model)")
     p.add_argument("--min-duration", type=float, default=ScenarioSettings.min_duration_s, help="LoadGen, seconds")
     p.add_argument("--min-queries", type=int, default=ScenarioSettings.min_queries, help="LoadGen")
@@ -104,12 +107,13 @@ def _workload(
 
 
 def _stream_intervals(
-    seg: runtime.Segmenter, image_size: tuple[int, int], count: int, video: Path | None = None
+    seg: runtime.Segmenter, image_size: tuple[int, int], count: int, video: Path | None, inferences: int
 ) -> tuple[float, list[float]]:
     """Stream ``count`` + 1 frames; return the seconds to the first result and the ``count`` intervals after it."""
     clock = time.perf_counter
     start = clock()
-    stamps = [clock() for _ in seg.stream(itertools.islice(_frames(image_size, video), count + 1))]
+    frames = itertools.islice(_frames(image_size, video), count + 1)
+    stamps = [clock() for _ in seg.stream(frames, inferences=inferences)]
     return stamps[0] - start, [b - a for a, b in itertools.pairwise(stamps)]
 
 
@@ -123,12 +127,12 @@ def _call_events(fn: Callable[[], object]) -> Generator[float, None, None]:
 
 
 def _stream_events(
-    seg: runtime.Segmenter, image_size: tuple[int, int], video: Path | None = None
+    seg: runtime.Segmenter, image_size: tuple[int, int], video: Path | None, inferences: int
 ) -> Generator[float, None, None]:
     """Stream frames forever; yield the interval between consecutive results."""
     clock = time.perf_counter
     last = clock()
-    for _ in seg.stream(_frames(image_size, video)):
+    for _ in seg.stream(_frames(image_size, video), inferences=inferences):
         now = clock()
         yield now - last
         last = now
@@ -143,7 +147,7 @@ def _special_run(seg: runtime.Segmenter, args: argparse.Namespace, fn: Callable[
         block, seconds = run_scenario(seg, settings, args.warmup)
         return {"seconds": seconds, "scenario": block}
     if args.boundary == "stream":
-        events = _stream_events(seg, args.image_size, args.video)
+        events = _stream_events(seg, args.image_size, args.video, args.inferences)
         for _ in range(args.warmup):
             next(events)
     else:
@@ -182,6 +186,8 @@ def _measure(seg: runtime.Segmenter, args: argparse.Namespace, load_s: float) ->
     """The requested measurement of the loaded ``seg``."""
     if args.video is not None and args.boundary in IMAGE_BOUNDARIES:  # the frames' size is the video's
         args.image_size = next(_frames(args.image_size, args.video)).shape[:2]
+    if args.boundary == "stream" and args.inferences is None:
+        args.inferences = runtime.video_inferences(seg)
     record: dict[str, Any] = {
         "mode": args.mode,
         "backend": seg.backend,
@@ -191,11 +197,12 @@ def _measure(seg: runtime.Segmenter, args: argparse.Namespace, load_s: float) ->
         "boundary": args.boundary,
         "image_size": list(args.image_size) if args.boundary in IMAGE_BOUNDARIES else None,
         "video": str(args.video) if args.video is not None and args.boundary in IMAGE_BOUNDARIES else None,
+        "inferences": args.inferences if args.boundary == "stream" else None,
     }
     special = args.mode == "latency" and (args.scenario is not None or args.duration is not None)
     if args.boundary == "stream" and not special:
         count = args.warmup + args.iters if args.mode == "latency" else MEMORY_RUNS
-        first_s, intervals = _stream_intervals(seg, args.image_size, count, args.video)
+        first_s, intervals = _stream_intervals(seg, args.image_size, count, args.video, args.inferences)
         if args.mode == "latency":
             record.update(load_s=load_s, first_inference_ms=first_s * 1000.0, seconds=intervals[args.warmup :])
         else:

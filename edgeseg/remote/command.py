@@ -76,7 +76,7 @@ def bench_on_devices(args: argparse.Namespace) -> int:
         raise ValueError("--plot draws a --devices fleet or a --duration run; one --device has no plot")
     devices = _devices(args)
     jobs = [Job(checked_bundle(Path(b)), t) for b in args.bundles for t in args.threads or [None]]
-    settings = BenchSettings(args.backend, args.warmup, args.iters, args.boundary, args.any_precision)
+    settings = BenchSettings(args.backend, args.warmup, args.iters, args.boundary, args.any_precision, args.inferences)
     with _reach(args) as reach:
         if args.device:
             result = FleetResult(records=asyncio.run(bench_device(devices[0], jobs, reach, settings)))
@@ -128,6 +128,7 @@ def predict_on_device(args: argparse.Namespace) -> int:
         args.threads,
         args.any_precision,
         args.live,
+        args.inferences,
     )
     with _reach(args) as reach:
         report = asyncio.run(predict_remotely(device, reach, request))

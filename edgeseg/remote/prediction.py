@@ -51,6 +51,7 @@ class PredictRequest:
     threads: int | None = None
     any_precision: bool = False
     live: bool = False
+    inferences: int | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,7 @@ def _predict_command(
         ("--max-frames", request.max_frames),
         ("--backend", request.backend),
         ("--threads", request.threads),
+        ("--inferences", request.inferences),
     ):
         words += [flag, shlex.quote(str(value))] if value is not None else []
     return " ".join(words)

@@ -46,6 +46,7 @@ class BenchSettings:
     iters: int = 50
     boundary: str = "model"
     any_precision: bool = False  # run another precision's artifact where the backend has none of the bundle's
+    inferences: int | None = None  # stream boundary: frames in the model at once (None: the device's default)
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ class DeviceSession:
             "iters": settings.iters,
             "boundary": settings.boundary,
             "any_precision": settings.any_precision,
-        }
+        } | ({"inferences": settings.inferences} if settings.inferences is not None else {})
         what = f"benchmarking {bundle.path}"
         words = [home_path(f"~/{folder}"), shlex.quote(json.dumps(options))]
         record = await self.run_script(environment.python, BENCH_SCRIPT, words, what)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -68,9 +68,10 @@ class Runner(Closeable, ABC):
 
     name: ClassVar[str]
 
-    def __init__(self, path: str | Path, threads: int | None) -> None:
+    def __init__(self, path: str | Path, threads: int | None, config: Mapping[str, Any] | None = None) -> None:
         self.path = Path(path)
         self.threads = check_threads(threads)
+        self.config = dict(config or {})
         self.input_shape: tuple[int | None, ...] = ()  # None for a dynamic dimension
         self.output_shape: tuple[int | None, ...] = ()  # of the first output
         self.input_dtype = np.dtype(np.float32)
@@ -140,6 +141,22 @@ class Runner(Closeable, ABC):
 
     def _release(self) -> None:
         """Free the backend's resources; called once, with no call in flight."""
+
+    def lanes(self, count: int) -> list[Runner]:
+        """``count`` runners of this model for ``count`` inferences at once, splitting this runner's threads.
+
+        On a CPU one inference rarely keeps every thread busy (its serial parts, its synchronisation), so two
+        inferences of half the threads each finish more frames per second than one of all the threads: what
+        a video pipeline wants, where a single frame's latency matters less. ``count`` 1 is this runner. By
+        default, new runners of ``threads // count`` threads each (at least 1); the caller closes the runners
+        it gets besides this one. Costs a load and the model's memory per lane.
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"lanes need a positive int count, got {count!r}")
+        if count == 1:
+            return [self]
+        per_lane = max(1, (self.threads or usable_cores()) // count)
+        return [type(self)(self.path, threads=per_lane, config=self.config) for _ in range(count)]
 
     def close(self) -> None:
         """Release the model after the calls in flight finish; later calls raise. Closing twice is harmless."""

@@ -45,7 +45,7 @@ class OpenVINORunner(Runner):
     name = "openvino"
 
     def __init__(self, path: str | Path, threads: int | None = None, config: Mapping[str, Any] | None = None) -> None:
-        super().__init__(path, threads)
+        super().__init__(path, threads, config)
         ov = _import_openvino()
         core = ov.Core()
         model = core.read_model(str(self.path))
@@ -89,6 +89,14 @@ class OpenVINORunner(Runner):
             return read(request)
         finally:
             self._idle_requests.put(request)
+
+    def lanes(self, count: int) -> list[Runner]:
+        """One model compiled with ``NUM_STREAMS`` = ``count`` (OpenVINO's throughput mode: the threads split
+        among the streams, one inference per stream at once), shared by the ``count`` lanes."""
+        if count == 1 or isinstance(count, bool) or not isinstance(count, int):
+            return super().lanes(count)
+        config = self.config | {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": count}
+        return [OpenVINORunner(self.path, threads=self.threads, config=config)] * count
 
     def _release(self) -> None:
         """Drop the infer requests and the compiled model (OpenVINO frees them with their last reference)."""

@@ -44,7 +44,7 @@ class TensorRTRunner(Runner):
     name = "tensorrt"
 
     def __init__(self, path: str | Path, threads: int | None = None, config: Mapping[str, Any] | None = None) -> None:
-        super().__init__(path, threads)
+        super().__init__(path, threads, config)
         options = EngineOptions.from_config(config)
         if self.path.suffix not in (*ENGINE_SUFFIXES, ".onnx"):
             raise ValueError(f"{self.path}: the tensorrt backend loads .engine/.plan files or .onnx graphs")
