@@ -380,23 +380,23 @@ def _blend_block(
     q: np.ndarray, classes: np.ndarray, cells: _Cells, a: np.ndarray, b: np.ndarray, labels: np.ndarray
 ) -> None:
     """Write the argmax of the cells (a, b) into ``labels``: ``q`` (4×k×m) holds their corners' values of the
-    classes ``classes`` (k×m)."""
-    rmax, cmax = int(cells.row_counts.max()), int(cells.col_counts.max())
-    r_off, c_off = np.arange(rmax), np.arange(cmax)
-    rows = np.minimum(cells.rows[a][:, None] + r_off, labels.shape[0] - 1)  # m×rmax (padded)
-    cols = np.minimum(cells.cols[b][:, None] + c_off, labels.shape[1] - 1)
-    wx0, wx1 = cells.wx[0][cols][:, None, :], cells.wx[1][cols][:, None, :]  # m×1×cmax
-    upper = q[0].T[:, :, None] * wx0
-    upper += q[1].T[:, :, None] * wx1
-    lower = q[2].T[:, :, None] * wx0
-    lower += q[3].T[:, :, None] * wx1  # m×k×cmax
-    blended = upper[:, :, None, :] * cells.wy[0][rows][:, None, :, None]
-    blended += lower[:, :, None, :] * cells.wy[1][rows][:, None, :, None]  # m×k×rmax×cmax
-    winners = np.take_along_axis(classes.T[:, :, None, None], _first_max(blended)[:, None], axis=1)[:, 0]
-    valid = (r_off < cells.row_counts[a][:, None])[:, :, None] & (c_off < cells.col_counts[b][:, None])[:, None]
-    at_rows = np.broadcast_to(rows[:, :, None], valid.shape)[valid]
-    at_cols = np.broadcast_to(cols[:, None, :], valid.shape)[valid]
-    labels[at_rows, at_cols] = winners[valid]
+    classes ``classes`` (k×m). Cells of the same height and width (2 of each at most) are blended together,
+    as exact rectangles: no padding to mask out, and a plain block assignment."""
+    heights, widths = cells.row_counts[a], cells.col_counts[b]
+    for height, width in np.unique(np.stack([heights, widths], axis=1), axis=0):
+        chosen = np.nonzero((heights == height) & (widths == width))[0]
+        rows = cells.rows[a[chosen]][:, None] + np.arange(height)  # m×height
+        cols = cells.cols[b[chosen]][:, None] + np.arange(width)  # m×width
+        wx0, wx1 = cells.wx[0][cols][:, None, :], cells.wx[1][cols][:, None, :]  # m×1×width
+        corners = q[:, :, chosen]
+        upper = corners[0].T[:, :, None] * wx0
+        upper += corners[1].T[:, :, None] * wx1
+        lower = corners[2].T[:, :, None] * wx0
+        lower += corners[3].T[:, :, None] * wx1  # m×k×width
+        blended = upper[:, :, None, :] * cells.wy[0][rows][:, None, :, None]
+        blended += lower[:, :, None, :] * cells.wy[1][rows][:, None, :, None]  # m×k×height×width
+        winners = classes[:, chosen].T[np.arange(chosen.size)[:, None, None], _first_max(blended)]
+        labels[rows[:, :, None], cols[:, None, :]] = winners
 
 
 # Below this many output pixels in boundary cells a label map is blended in the calling thread alone.
