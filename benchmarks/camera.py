@@ -10,7 +10,7 @@ times, on frames of a 720p video file (by default a synthetic one: ``edgeseg dat
 frame: conversion, resize, normalisation, inference and the full-size label map) alternating call by call in one
 fresh torch-free process (the ratio is the median of each call's ratio to the model-only call just before it,
 so a slow moment of this noisy machine weighs on both sides), and ``stream`` (``Segmenter.stream`` over the
-video, decoding included) with ``edgeseg.bench.benchmark``. Live mode plays the
+video, decoding included, with ``inferences`` 1 and 2) with ``edgeseg.bench.benchmark``. Live mode plays the
 video at 30 FPS into ``Segmenter.live`` (latest frame wins) and records the capture → result latency and the
 drops. Writes ``results/camera_720p.md``, ``.json`` and ``.png``. Targets (issue 14): end-to-end ≤ 1.15×
 model-only for AFFormer-tiny and CGRSeg-T, ≤ 1.25× for SegFormer-B0 and U-MixFormer-B0; stream ≥ 0.9 × 1000 /
@@ -201,7 +201,9 @@ def measure(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
                 model_only = p50["model-only"]["ms"]
                 for variant, bundle in bundles.items():
                     end_to_end, ratio = p50[names[variant]]["ms"], p50[names[variant]]["ratio"]
-                    stream = benchmark(bundle, boundary="stream", video=video, **timing)
+                    streams = {
+                        n: benchmark(bundle, boundary="stream", video=video, inferences=n, **timing) for n in (1, 2)
+                    }
                     rows.append(
                         {
                             "model": model,
@@ -213,8 +215,8 @@ def measure(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
                             "model_only_ms": model_only,
                             "end_to_end_ms": end_to_end,
                             "ratio": ratio,
-                            "stream_fps": stream["fps"],
-                            "stream_vs_model": stream["fps"] * model_only / 1000,
+                            "stream_fps": {n: r["fps"] for n, r in streams.items()},
+                            "stream_vs_model": {n: r["fps"] * model_only / 1000 for n, r in streams.items()},
                             **live(bundle, video, threads),
                             "live_target_ms": model_only + 1000 / VIDEO_FPS,
                         }
@@ -232,19 +234,23 @@ def markdown(rows: list[dict[str, Any]], machine: dict[str, Any], args: argparse
         "end-to-end (`Segmenter.predict` of the video's first frame) alternate call by call in one process, "
         f"{args.iters} calls each after {args.warmup} warm-up: medians, and the ratio is the median of each call's "
         "ratio to the model-only call before it. Stream: frames per second of `Segmenter.stream` over the 720p video "
-        "file, decoding included; stream × model is that FPS times the model-only latency (target ≥ 0.9). Live: the "
+        "file, decoding included, with one inference at a time (all threads) / two at once (`inferences=2`: two lanes "
+        "of half the threads, the default of `edgeseg predict` here); stream × model is that FPS times the model-only "
+        "latency (target ≥ 0.9). Live: the "
         f"video played at {VIDEO_FPS:g} FPS into `Segmenter.live` for {LIVE_FRAMES} frames; capture → result p50 "
         "(target ≤ model-only + one frame interval) and frames dropped while busy.",
         "",
         "| model | weights | backend | threads | --input | --output | model-only ms | end-to-end ms | ratio "
-        "| stream FPS | stream × model | live p50 ms (target) | live dropped |",
+        "| stream FPS (1 / 2 at once) | stream × model (1 / 2) | live p50 ms (target) | live dropped |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['weights']} | {r['backend']} | {r['threads']} | {r['input']} | {r['outputs']} | "
-            f"{r['model_only_ms']:.1f} | {r['end_to_end_ms']:.1f} | {r['ratio']:.2f} | {r['stream_fps']:.1f} | "
-            f"{r['stream_vs_model']:.2f} | {r['live_p50_ms']:.1f} ({r['live_target_ms']:.1f}) | "
+            f"{r['model_only_ms']:.1f} | {r['end_to_end_ms']:.1f} | {r['ratio']:.2f} | "
+            f"{r['stream_fps'][1]:.1f} / {r['stream_fps'][2]:.1f} | "
+            f"{r['stream_vs_model'][1]:.2f} / {r['stream_vs_model'][2]:.2f} | "
+            f"{r['live_p50_ms']:.1f} ({r['live_target_ms']:.1f}) | "
             f"{r['live_dropped']}/{r['live_processed'] + r['live_dropped']} |"
         )
     return "\n".join(lines) + "\n"
