@@ -267,3 +267,52 @@ def test_export_stops_at_the_head_stride_and_the_runtime_gives_the_full_resoluti
         with torch.no_grad():
             expected = model(torch.from_numpy(x))[0].argmax(0).numpy()
         assert (seg.predict(rgb) == expected).mean() >= 0.9999
+
+
+# ---- mmsegmentation's SETR (reference data made with mmseg's own modules: tests/reference) ----------------------
+
+
+@pytest.fixture(scope="module")
+def mmseg_checkpoints(tmp_path_factory):
+    """``{head: path}`` of mmseg-layout checkpoints: the reference's key names, recipe weights, ``state_dict``."""
+    from tests.reference.mmseg_setr import HEADS, random_weights, reference
+
+    folder = tmp_path_factory.mktemp("mmseg_setr")
+    paths = {}
+    for head in HEADS:
+        weights = random_weights([(name, shape) for name, shape in reference(head)["keys"]])
+        paths[head] = folder / f"{head}.pth"
+        torch.save({"state_dict": {k: torch.from_numpy(v) for k, v in weights.items()}}, paths[head])
+    return paths
+
+
+@pytest.mark.parametrize("head", ["naive", "pup", "mla"])
+@pytest.mark.parametrize("full_resolution", [True, False])
+def test_mmseg_checkpoints_load_unchanged_and_give_mmsegs_logits(mmseg_checkpoints, head, full_resolution):
+    from tests.reference.mmseg_setr import SIZES, input_image, reference, sample_positions
+
+    model = models.create(
+        f"setr-{head}-tiny", num_classes=150, checkpoint=mmseg_checkpoints[head], full_resolution=full_resolution
+    ).eval()
+    assert model.layout == "mmseg"  # chosen by the checkpoint's keys
+    assert model.output_stride == (1 if full_resolution else {"naive": 4, "pup": 1, "mla": 4}[head])
+    for size in SIZES:  # the configured square, and a non-square size (position table resized)
+        expected = reference(head)["outputs"]["x".join(map(str, size))]["logits" if full_resolution else "head_logits"]
+        with torch.no_grad():
+            logits = model(torch.from_numpy(input_image(size))).numpy()
+        assert list(logits.shape) == expected["shape"]
+        np.testing.assert_allclose(logits[sample_positions(logits.shape)], expected["values"], rtol=0, atol=1e-4)
+
+
+def test_mmseg_layout_is_an_option_and_fuses_exactly(mmseg_checkpoints):
+    model = models.create("setr-mla-tiny", layout="mmseg")
+    assert model.layout == "mmseg" and model.neck is not None and model.output_stride == 1
+    assert_fuses_exactly(model, (64, 96))
+    state = read_state_dict(mmseg_checkpoints["naive"])
+    aux = {"auxiliary_head.0.up_convs.0.0.conv.weight": torch.zeros(256, 192, 1, 1)}  # training only
+    loaded = models.create("setr-naive-tiny", num_classes=150, checkpoint={**state, **aux})
+    report = loaded.checkpoint_report
+    assert report.ignored == list(aux) and not report.initialised and report.loaded == len(state) + 1  # + zero bias
+    assert loaded.spec.output_stride == 1 and not loaded.backbone.patch_embed.proj.bias.any()
+    with pytest.raises(ValueError, match="layout 'detectron2' is not one of official, mmseg"):
+        models.create("setr-naive-tiny", layout="detectron2")

@@ -21,6 +21,16 @@ Heads (ADE20K settings, BatchNorm for SyncBN; all resizes bilinear):
   BN + ReLU (``backbone.mla``); each level gets 2 × [3×3 conv → 128 + BN + ReLU] and a ×4 resize with
   **align_corners=True**, the concat goes through a 3×3 conv 512→C: logits at stride 4.
 
+**mmsegmentation's SETR** (``layout="mmseg"``, chosen by itself when a checkpoint has mmseg's keys:
+``backbone.layers.N.ln1``, ``attn.attn.in_proj_weight``, ``ffn.layers.0.0``, ``decode_head.up_convs``, ``neck.mla``)
+has the same ViT but other heads, checked against mmseg's own modules (``tests/reference``):
+
+- **Naive** (``SETRUPHead``, one conv): LayerNorm, 1×1 conv + BN + ReLU, **×4 resize**, 1×1 ``conv_seg``: stride 4;
+- **PUP**: 4 × [3×3 conv + BN + ReLU, ×2 resize], then ``conv_seg``: stride 1;
+- **MLA**: the ViT's taps LayerNorm-ed in the neck (``neck.norm``), 1×1 projections, sums from the deepest level
+  down, 3×3 convs (``neck.mla``); per level 2 × [3×3 conv → 128] and ×4 resize with **align_corners=False**,
+  concatenated deepest first, **1×1** ``conv_seg``: stride 4.
+
 ``create(..., full_resolution=True)`` (the default, the official output) adds the final bilinear resize
 (align_corners False) to the input size. With ``full_resolution=False`` the graph stops at the head's own stride
 (16 / 2 / 4, ``model.spec.output_stride``) and the runtime's label path does that same resize.
@@ -34,6 +44,9 @@ embedding is resized in the forward for the input's grid (:mod:`edgeseg.models.v
 
 from __future__ import annotations
 
+import itertools
+import operator
+import re
 from collections import OrderedDict
 from typing import cast
 
@@ -60,6 +73,21 @@ MLA_CHANNELS = 256
 MLA_HEAD_CHANNELS = 128
 # Logits stride of each head before the full-resolution resize.
 HEAD_STRIDE = {"naive": 16, "pup": 2, "mla": 4}
+LAYOUTS = ("official", "mmseg")
+MMSEG_HEAD_STRIDE = {"naive": 4, "pup": 1, "mla": 4}
+# mmseg's SETRUPHead settings per head: (num_convs, up_scale, kernel_size).
+MMSEG_UP_HEADS = {"naive": (1, 4, 1), "pup": (4, 2, 3)}
+# mmseg's ViT key names -> this ViT's (regex, replacement), and mmseg's classifier name.
+MMSEG_KEYS = (
+    (r"^backbone\.patch_embed\.projection\.", "backbone.patch_embed.proj."),
+    (r"^backbone\.layers\.(\d+)\.ln1\.", r"backbone.blocks.\1.norm1."),
+    (r"^backbone\.layers\.(\d+)\.ln2\.", r"backbone.blocks.\1.norm2."),
+    (r"^backbone\.layers\.(\d+)\.attn\.attn\.in_proj_(weight|bias)$", r"backbone.blocks.\1.attn.qkv.\2"),
+    (r"^backbone\.layers\.(\d+)\.attn\.attn\.out_proj\.", r"backbone.blocks.\1.attn.proj."),
+    (r"^backbone\.layers\.(\d+)\.ffn\.layers\.0\.0\.", r"backbone.blocks.\1.mlp.fc1."),
+    (r"^backbone\.layers\.(\d+)\.ffn\.layers\.1\.", r"backbone.blocks.\1.mlp.fc2."),
+    (r"^decode_head\.conv_seg\.", "decode_head.cls_seg."),
+)
 
 
 def mla_taps(depth: int) -> tuple[int, int, int, int]:
@@ -196,6 +224,93 @@ class MLAHead(nn.Module):
         return self.cls(self.mlahead(features))
 
 
+class TapsBackbone(VisionTransformer):
+    """mmseg's ``VisionTransformer(with_cls_token=False)`` for MLA: the cls token is dropped right after the
+    position embedding; returns the tokens of the four tapped blocks and the patch grid."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__(config)
+        self.taps = mla_taps(config.depth)
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], tuple[int, int]]:
+        tokens, grid = self.patch_embed(x)
+        tokens = tokens + self.position_embedding(grid)[:, 1:]
+        return self.run_blocks(tokens, self.taps), grid
+
+
+class MmsegMLAModule(nn.Module):
+    """mmseg's ``MLAModule``: 1×1 conv + BN + ReLU per level (``channel_proj``), sums from the deepest level down,
+    3×3 conv + BN + ReLU on each sum (``feat_extract``)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.channel_proj = nn.ModuleList(ConvNormAct(dim, MLA_CHANNELS, 1, act=nn.ReLU()) for _ in range(4))
+        self.feat_extract = nn.ModuleList(ConvNormAct(MLA_CHANNELS, MLA_CHANNELS, 3, act=nn.ReLU()) for _ in range(4))
+
+    def forward(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``maps`` from the shallowest tap; returns the levels deepest first."""
+        projected = [proj(m) for proj, m in zip(self.channel_proj, maps)]
+        sums = list(itertools.accumulate(reversed(projected), operator.add))
+        return [conv(total) for conv, total in zip(self.feat_extract, sums)]
+
+
+class MmsegMLANeck(nn.Module):
+    """mmseg's ``MLANeck``: a LayerNorm per tapped block (``norm``), then :class:`MmsegMLAModule` (``mla``)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.ModuleList(nn.LayerNorm(dim, eps=LAYERNORM_EPS) for _ in range(4))
+        self.mla = MmsegMLAModule(dim)
+
+    def forward(self, tokens: list[torch.Tensor], grid: tuple[int, int]) -> list[torch.Tensor]:
+        return self.mla([to_image(norm(t), grid) for norm, t in zip(self.norm, tokens)])
+
+
+class MmsegUpHead(nn.Module):
+    """mmseg's ``SETRUPHead``: LayerNorm, ``num_convs`` × [conv + BN + ReLU, ×``up_scale`` resize], 1×1 classifier
+    (mmseg's ``conv_seg``, loaded as ``cls_seg``)."""
+
+    def __init__(self, dim: int, num_classes: int, num_convs: int, up_scale: int, kernel: int) -> None:
+        super().__init__()
+        self.up_scale = up_scale
+        self.norm = nn.LayerNorm(dim, eps=LAYERNORM_EPS)
+        self.up_convs = nn.ModuleList(
+            nn.Sequential(ConvNormAct(dim if i == 0 else HEAD_CHANNELS, HEAD_CHANNELS, kernel, act=nn.ReLU()))
+            for i in range(num_convs)
+        )
+        self.cls_seg = nn.Conv2d(HEAD_CHANNELS, num_classes, 1)
+
+    def forward(self, features: list[torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
+        x = to_image(self.norm(features[-1][:, 1:]), grid)
+        for conv in self.up_convs:
+            x = conv(x)
+            x = resize(x, (self.up_scale * x.shape[2], self.up_scale * x.shape[3]))
+        return self.cls_seg(x)
+
+
+class MmsegMLAHead(nn.Module):
+    """mmseg's ``SETRMLAHead``: per level 2 × [3×3 conv + BN + ReLU] and ×4 resize (align_corners False), concat,
+    1×1 classifier (``conv_seg``, loaded as ``cls_seg``)."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.up_convs = nn.ModuleList(
+            nn.Sequential(
+                ConvNormAct(MLA_CHANNELS, MLA_HEAD_CHANNELS, 3, act=nn.ReLU()),
+                ConvNormAct(MLA_HEAD_CHANNELS, MLA_HEAD_CHANNELS, 3, act=nn.ReLU()),
+            )
+            for _ in range(4)
+        )
+        self.cls_seg = nn.Conv2d(4 * MLA_HEAD_CHANNELS, num_classes, 1)
+
+    def forward(self, features: list[torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
+        outs = []
+        for x, convs in zip(features, self.up_convs):
+            x = convs(x)
+            outs.append(resize(x, (4 * x.shape[2], 4 * x.shape[3])))
+        return self.cls_seg(torch.cat(outs, dim=1))
+
+
 class SETR(EncoderDecoder):
     """SETR segmenter ``{naive|pup|mla}-{tiny|small|base|large}``.
 
@@ -207,7 +322,9 @@ class SETR(EncoderDecoder):
     checkpoint_ignored = (r"^decode_head\.conv_seg\.", r"^auxiliary_head\.", *IMAGENET_CLASSIFIER_KEYS)
     checkpoint_optional: tuple[str, ...]
 
-    def __init__(self, variant: str, num_classes: int, *, full_resolution: bool = True) -> None:
+    def __init__(
+        self, variant: str, num_classes: int, *, full_resolution: bool = True, layout: str = "official"
+    ) -> None:
         super().__init__()
         head, _, size = variant.partition("-")
         if head not in HEADS or size not in VIT_VARIANTS:
@@ -215,35 +332,69 @@ class SETR(EncoderDecoder):
                 f"unknown SETR variant {variant!r}; choose HEAD-SIZE with HEAD in {', '.join(HEADS)} "
                 f"and SIZE in {', '.join(VIT_VARIANTS)}"
             )
-        config = VIT_VARIANTS[size]
-        self.head_kind = head
+        self.head_kind, self.config, self.num_classes = head, VIT_VARIANTS[size], num_classes
         self.full_resolution = full_resolution
-        self.output_stride = 1 if full_resolution else HEAD_STRIDE[head]
-        if head == "mla":
-            self.backbone: VisionTransformer = MLABackbone(config)
-            self.decode_head: nn.Module = MLAHead(num_classes)
+        self.build(layout)
+
+    def build(self, layout: str) -> None:
+        """(Re)build the modules of ``layout``: the official SETR code's or mmsegmentation's (see the module doc)."""
+        if layout not in LAYOUTS:
+            raise ValueError(f"SETR layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+        head, config = self.head_kind, self.config
+        self.layout = layout
+        stride = (HEAD_STRIDE if layout == "official" else MMSEG_HEAD_STRIDE)[head]
+        self.output_stride = 1 if self.full_resolution else stride
+        self.neck: nn.Module | None = None
+        if layout == "mmseg":
+            if head == "mla":
+                self.backbone: VisionTransformer = TapsBackbone(config)
+                self.neck = MmsegMLANeck(config.embed_dim)
+                self.decode_head: nn.Module = MmsegMLAHead(self.num_classes)
+            else:
+                self.backbone = SETRBackbone(config)
+                self.decode_head = MmsegUpHead(config.embed_dim, self.num_classes, *MMSEG_UP_HEADS[head])
+            self.checkpoint_optional = (r"^decode_head\.", r"^neck\.")
+        elif head == "mla":
+            self.backbone = MLABackbone(config)
+            self.decode_head = MLAHead(self.num_classes)
             self.checkpoint_optional = (r"^decode_head\.", r"^backbone\.(mla|norm_\d)\.")
         else:
             self.backbone = SETRBackbone(config)
             num_convs, first_kernel = (1, 1) if head == "naive" else (4, 3)
-            self.decode_head = UpHead(config.embed_dim, num_classes, num_convs, first_kernel)
+            self.decode_head = UpHead(config.embed_dim, self.num_classes, num_convs, first_kernel)
             self.checkpoint_optional = (r"^decode_head\.",)
 
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        check_input_size(x)
-        return self.backbone(x)[0]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], tuple[int, int]]:
         check_input_size(x)
         features, grid = self.backbone(x)
+        return (features if self.neck is None else self.neck(features, grid)), grid
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self._encode(x)[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features, grid = self._encode(x)
         logits = self.decode_head(features, grid)
         return resize(logits, (x.shape[2], x.shape[3])) if self.full_resolution else logits
 
     def remap_checkpoint(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """ImageNet ViT keys go under ``backbone.``; the model takes the checkpoint's position grid and, for the
-        Naive head, its ``conv_0`` kernel size (1×1 or 3×3)."""
+        """ImageNet ViT keys go under ``backbone.``; mmseg's keys switch the model to the mmseg layout and are
+        renamed (its patch embedding has no bias: a zero one is added); the model takes the checkpoint's position grid and, for the official Naive head, its
+        ``conv_0`` kernel size (1×1 or 3×3)."""
         if is_imagenet_vit(state):
             state = {f"backbone.{key}": tensor for key, tensor in state.items()}
+        if any(key.startswith("backbone.layers.") for key in state):
+            if self.layout != "mmseg":
+                self.build("mmseg")
+            renamed = {}
+            for key, tensor in state.items():
+                for pattern, replacement in MMSEG_KEYS:
+                    key = re.sub(pattern, replacement, key)
+                renamed[key] = tensor
+            weight = renamed.get("backbone.patch_embed.proj.weight")
+            if weight is not None and "backbone.patch_embed.proj.bias" not in renamed:  # mmseg's patch_bias=False
+                renamed["backbone.patch_embed.proj.bias"] = weight.new_zeros(weight.shape[0])
+            state = renamed
         if "backbone.pos_embed" in state:
             state = {**state, "backbone.pos_embed": self.backbone.adopt_position_grid(state["backbone.pos_embed"])}
         conv_0 = state.get("decode_head.conv_0.weight")
@@ -269,5 +420,5 @@ register_variants(
     _describe,
     output_stride=1,
     input_multiple=16,
-    options=("full_resolution",),
+    options=("full_resolution", "layout"),
 )
