@@ -294,15 +294,14 @@ def test_shift_mask_is_the_official_one(size):
     torch.testing.assert_close(ours[:, 0], official_shift_mask(*size, 7, 3), rtol=0, atol=0)
 
 
-@pytest.fixture(scope="module")
-def hf_maskformer_swin() -> torch.nn.Module:
-    """A transformers MaskFormer with the Swin-T backbone (MaskFormerSwin), every tensor randomised."""
+def random_hf_maskformer_swin(embed_dim: int, depths: list[int], heads: list[int], window: int) -> torch.nn.Module:
+    """A transformers MaskFormer with a Swin backbone (MaskFormerSwin) of these dims, every tensor randomised."""
     transformers = pytest.importorskip("transformers", reason="transformers is a test-only dependency")
     backbone = transformers.MaskFormerSwinConfig(
-        embed_dim=96,
-        depths=[2, 2, 6, 2],
-        num_heads=[3, 6, 12, 24],
-        window_size=7,
+        embed_dim=embed_dim,
+        depths=depths,
+        num_heads=heads,
+        window_size=window,
         out_features=["stage1", "stage2", "stage3", "stage4"],
     )
     model = transformers.MaskFormerForInstanceSegmentation(
@@ -314,6 +313,12 @@ def hf_maskformer_swin() -> torch.nn.Module:
             if tensor.is_floating_point():
                 tensor += (torch.rand(tensor.shape, generator=generator) - 0.5) * 0.1
     return model
+
+
+@pytest.fixture(scope="module")
+def hf_maskformer_swin() -> torch.nn.Module:
+    """transformers' MaskFormer-Swin-T, randomised."""
+    return random_hf_maskformer_swin(96, [2, 2, 6, 2], [3, 6, 12, 24], 7)
 
 
 def test_hf_swin_checkpoint_loads_and_gives_the_hf_outputs(hf_maskformer_swin):
@@ -335,6 +340,20 @@ def test_swin_parameter_counts():
     # MaskFormer's Swin-T and Swin-S (paper: 42M and 63M); Swin-T = the HF model less its unused final LayerNorm.
     assert models.count_params(models.create("maskformer-swin-t")) == 41_757_009
     assert models.count_params(models.create("maskformer-swin-s")) == 63_074_913
+    # Swin-B and Swin-L (MaskFormer's model zoo: 102M and 212M; IN-22k 384² backbones, window 12)
+    assert round(models.count_params(models.create("maskformer-swin-b")) / 1e6) == 102
+    assert round(models.count_params(models.create("maskformer-swin-l")) / 1e6) == 212
+
+
+def test_hf_swin_b_with_window_12_loads_and_gives_the_hf_outputs():
+    hf_model = random_hf_maskformer_swin(128, [2, 2, 18, 2], [4, 8, 16, 32], 12)
+    model = models.create("maskformer-swin-b", checkpoint=hf_model.state_dict())
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(9))  # every stage padded to 12² windows
+    with torch.no_grad():
+        expected = hf_model(pixel_values=x)
+        ours = model.forward_outputs(x)
+    torch.testing.assert_close(ours.pred_logits, expected.class_queries_logits, rtol=0, atol=ATOL)
+    torch.testing.assert_close(ours.pred_masks, expected.masks_queries_logits, rtol=1e-5, atol=ATOL)
 
 
 def test_swin_checkpoint_without_the_relative_position_index_keeps_the_built_one():

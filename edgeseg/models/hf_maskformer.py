@@ -89,7 +89,7 @@ def _backbone_key(key: str) -> str:
         return resnet
     raise CheckpointError(
         f"Hugging Face MaskFormer key {key!r} is neither a ResNet nor a MaskFormer-Swin backbone key; edgeseg "
-        "builds those two backbones only (maskformer-r50/r101/swin-t/swin-s)"
+        "builds those two backbones only (maskformer-r50/r101/swin-t/swin-s/swin-b/swin-l)"
     )
 
 

@@ -260,7 +260,7 @@ def check_input_size(x: torch.Tensor) -> None:
 
 
 class MaskFormer(nn.Module):
-    """MaskFormer semantic segmenter ``r50`` / ``r101`` / ``swin-t`` / ``swin-s``.
+    """MaskFormer semantic segmenter ``r50`` / ``r101`` / ``swin-t`` / ``swin-s`` / ``swin-b`` / ``swin-l``.
 
     ``forward(x)`` gives the per-class scores at stride 4 (or at full resolution with ``full_resolution=True``);
     ``forward_features(x)`` the backbone's [res2, res3, res4, res5]; ``forward_outputs(x)`` the query outputs.

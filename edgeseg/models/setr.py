@@ -379,8 +379,8 @@ class SETR(EncoderDecoder):
 
     def remap_checkpoint(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """ImageNet ViT keys go under ``backbone.``; mmseg's keys switch the model to the mmseg layout and are
-        renamed (its patch embedding has no bias: a zero one is added); the model takes the checkpoint's position grid and, for the official Naive head, its
-        ``conv_0`` kernel size (1×1 or 3×3)."""
+        renamed (its patch embedding has no bias: a zero one is added); the model takes the checkpoint's
+        position grid and, for the official Naive head, its ``conv_0`` kernel size (1×1 or 3×3)."""
         if is_imagenet_vit(state):
             state = {f"backbone.{key}": tensor for key, tensor in state.items()}
         if any(key.startswith("backbone.layers.") for key in state):

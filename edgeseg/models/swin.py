@@ -5,10 +5,11 @@ attn.relative_position_bias_table, attn.relative_position_index, norm2, mlp.fc1,
 ``layers.{i}.downsample.{norm,reduction}`` and the output norms ``norm{i}``. Semantics of that code:
 
 - 4×4/4 patch embedding + LayerNorm; no absolute position embedding.
-- Each block: LayerNorm, then the map is zero-padded at the bottom and right to multiples of the window (7), so
-  padded tokens take part in the attention as keys, cyclically shifted by half a window in odd blocks (the
-  shifted-window mask, −100 between tokens of different regions, is built for the padded size), window attention
-  with the relative position bias, shift and padding undone, residual; then LayerNorm → MLP (GELU) → residual.
+- Each block: LayerNorm, then the map is zero-padded at the bottom and right to multiples of the window (7;
+  Swin-B/L: 12), so padded tokens take part in the attention as keys, cyclically shifted by half a window in odd
+  blocks (the shifted-window mask, −100 between tokens of different regions, is built for the padded size), window
+  attention with the relative position bias, shift and padding undone, residual; then LayerNorm → MLP (GELU) →
+  residual.
 - Patch merging: concat of the (0,0), (1,0), (0,1), (1,1) pixels of each 2×2 cell, LayerNorm, Linear 4C→2C.
 - Output i = ``norm{i}`` of stage i's last block (before merging), as a B×C×H×W map.
 
@@ -51,6 +52,9 @@ class SwinConfig:
 SWIN_VARIANTS = {
     "swin-t": SwinConfig(96, (2, 2, 6, 2), (3, 6, 12, 24)),
     "swin-s": SwinConfig(96, (2, 2, 18, 2), (3, 6, 12, 24)),
+    # MaskFormer's ImageNet-22k 384² backbones: window 12
+    "swin-b": SwinConfig(128, (2, 2, 18, 2), (4, 8, 16, 32), window=12),
+    "swin-l": SwinConfig(192, (2, 2, 18, 2), (6, 12, 24, 48), window=12),
 }
 
 
