@@ -67,7 +67,8 @@ def golden_run(golden_model: torch.nn.Module) -> dict[str, np.ndarray]:
 
 
 def test_registry_names_and_specs():
-    assert {"maskformer-r50", "maskformer-r101", "maskformer-swin-t", "maskformer-swin-s"} <= set(models.list_models())
+    names = {f"maskformer-{v}" for v in ("r50", "r101", "r101c", "swin-t", "swin-s", "swin-b", "swin-l")}
+    assert names <= set(models.list_models())
     spec = models.get_spec("maskformer-r50")
     assert (spec.output_stride, spec.input_multiple, spec.dynamic_resolution) == (4, 32, False)
 
@@ -104,6 +105,24 @@ def test_full_resolution_upsamples_the_mask_logits_before_the_sigmoid(maskformer
 def test_parameter_counts_equal_the_official_ones(golden_model):
     assert models.count_params(golden_model) == OFFICIAL_R50_PARAMS
     assert models.count_params(models.create("maskformer-r101")) == OFFICIAL_R50_PARAMS + R101_EXTRA_PARAMS
+
+
+def test_r101c_has_the_deeplab_stem_and_the_res5_multi_grid():
+    model = models.create("maskformer-r101c")
+    stem = model.backbone.stem
+    assert [(c.in_channels, c.out_channels, c.stride[0]) for c in (stem.conv1, stem.conv2, stem.conv3)] == [
+        (3, 64, 2),
+        (64, 64, 1),
+        (64, 128, 1),
+    ]
+    assert [(b.conv2.dilation[0], b.conv2.padding[0]) for b in model.backbone.res5] == [(1, 1), (2, 2), (4, 4)]
+    assert model.backbone.res5[0].conv2.stride == (2, 2)  # res5 keeps stride 32 (RES5_DILATION 1)
+    # the three 3×3 stem convs instead of the 7×7, and res2's first block reading 128 channels instead of 64:
+    # 60.3 M, the model zoo's 60 M
+    deeplab_extra = (3 * 64 + 64 * 64 + 64 * 128) * 9 - 3 * 64 * 49 + 64 * 64 + 64 * 256
+    assert models.count_params(model) == OFFICIAL_R50_PARAMS + R101_EXTRA_PARAMS + deeplab_extra
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 64, 96)).shape == (1, 150, 16, 24)
 
 
 def official_position_encoding(h: int, w: int, features: int = 128) -> torch.Tensor:

@@ -54,7 +54,8 @@ from edgeseg.models.registry import register_variants
 from edgeseg.models.resnet import RESNET_DEPTHS, NormConv2d, ResNet
 from edgeseg.models.swin import SWIN_VARIANTS, SwinBackbone
 
-RESNETS = {f"r{depth}": depth for depth in RESNET_DEPTHS}
+# name -> (depth, the DeepLab "c" stem and res5 multi-grid)
+RESNETS = {f"r{depth}": (depth, False) for depth in RESNET_DEPTHS} | {"r101c": (101, True)}
 VARIANTS = (*RESNETS, *SWIN_VARIANTS)
 CONV_DIM = 256
 MASK_DIM = 256
@@ -260,7 +261,7 @@ def check_input_size(x: torch.Tensor) -> None:
 
 
 class MaskFormer(nn.Module):
-    """MaskFormer semantic segmenter ``r50`` / ``r101`` / ``swin-t`` / ``swin-s`` / ``swin-b`` / ``swin-l``.
+    """MaskFormer semantic segmenter ``r50`` / ``r101`` / ``r101c`` / ``swin-t`` / ``swin-s`` / ``swin-b`` / ``swin-l``.
 
     ``forward(x)`` gives the per-class scores at stride 4 (or at full resolution with ``full_resolution=True``);
     ``forward_features(x)`` the backbone's [res2, res3, res4, res5]; ``forward_outputs(x)`` the query outputs.
@@ -276,7 +277,11 @@ class MaskFormer(nn.Module):
             raise ValueError(f"unknown MaskFormer variant {variant!r}; choose one of {', '.join(VARIANTS)}")
         self.full_resolution = full_resolution
         self.output_stride = 1 if full_resolution else 4
-        backbone = ResNet(RESNETS[variant]) if variant in RESNETS else SwinBackbone(SWIN_VARIANTS[variant])
+        if variant in RESNETS:
+            depth, deeplab = RESNETS[variant]
+            backbone: ResNet | SwinBackbone = ResNet(depth, deeplab=deeplab)
+        else:
+            backbone = SwinBackbone(SWIN_VARIANTS[variant])
         self.backbone: nn.Module = backbone
         self.sem_seg_head = MaskFormerHead(backbone.out_channels, num_classes)
 
@@ -314,8 +319,13 @@ class MaskFormer(nn.Module):
 
 
 def _describe(variant: str) -> str:
-    label = variant.upper() if variant in RESNETS else f"Swin-{variant[-1].upper()}"
-    backbone = f"detectron2 ResNet-{RESNETS[variant]}" if variant in RESNETS else "D2SwinTransformer"
+    label = f"R{variant[1:]}" if variant in RESNETS else f"Swin-{variant[-1].upper()}"
+    backbone = "D2SwinTransformer"
+    if variant in RESNETS:
+        depth, deeplab = RESNETS[variant]
+        backbone = f"detectron2 ResNet-{depth}" + (
+            " with the DeepLab stem and res5 multi-grid 1, 2, 4" if deeplab else ""
+        )
     return (
         f"MaskFormer {label} ({backbone}, FPN pixel decoder, 6-layer transformer decoder, 100 queries; "
         "facebookresearch/MaskFormer); per-class scores at stride 4, full_resolution=True (--model-option) gives the "

@@ -4,6 +4,11 @@ Keys are detectron2's: ``stem.conv1``, ``res{2..5}.{i}.conv{1,2,3}`` and ``res{k
 holding its norm as ``<conv>.norm`` (detectron2's ``Conv2d`` wrapper). Basic stem (7×7/2 conv, norm, ReLU,
 3×3/2 max pool), bottleneck blocks with the stride on the 3×3 conv (``STRIDE_IN_1X1=False``), one group, width
 64, no dilation. ``reparameterize()`` folds every frozen BatchNorm into its conv (it then gets a bias).
+
+The "c" variants (``R101c``: detectron2's DeepLab ``build_resnet_deeplab_backbone`` with ``STEM_TYPE deeplab``,
+``STEM_OUT_CHANNELS 128``, ``RES5_MULTI_GRID [1, 2, 4]``) replace the stem by three 3×3 convs (``stem.conv1``
+64 channels, stride 2; ``conv2`` 64; ``conv3`` 128; each with norm and ReLU; then the max pool) and dilate
+res5's 3×3 convs by 1, 2 and 4, block by block (res5 keeps its stride 2).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ STEM_CHANNELS = 64
 RES2_CHANNELS = 256
 # Bottleneck blocks per stage (res2..res5).
 RESNET_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+DEEPLAB_STEM_CHANNELS = 128
+DEEPLAB_RES5_MULTI_GRID = (1, 2, 4)
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -51,8 +58,18 @@ class NormConv2d(nn.Conv2d):
     A frozen BatchNorm folds into the conv on ``reparameterize()``; other norms (GroupNorm) stay.
     """
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, *, norm: nn.Module, bias: bool = False):
-        super().__init__(cin, cout, kernel, stride, padding=kernel // 2, bias=bias)
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: int,
+        stride: int = 1,
+        *,
+        norm: nn.Module,
+        bias: bool = False,
+        dilation: int = 1,
+    ):
+        super().__init__(cin, cout, kernel, stride, padding=dilation * (kernel // 2), dilation=dilation, bias=bias)
         self.norm = norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,9 +86,9 @@ class NormConv2d(nn.Conv2d):
         self.norm = nn.Identity()
 
 
-def frozen_conv(cin: int, cout: int, kernel: int, stride: int = 1) -> NormConv2d:
+def frozen_conv(cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1) -> NormConv2d:
     """A bias-free conv with a frozen BatchNorm, detectron2's ResNet layer."""
-    return NormConv2d(cin, cout, kernel, stride, norm=FrozenBatchNorm2d(cout))
+    return NormConv2d(cin, cout, kernel, stride, norm=FrozenBatchNorm2d(cout), dilation=dilation)
 
 
 class BasicStem(nn.Module):
@@ -85,17 +102,33 @@ class BasicStem(nn.Module):
         return F.max_pool2d(F.relu(self.conv1(x)), kernel_size=3, stride=2, padding=1)
 
 
+class DeepLabStem(nn.Module):
+    """Three 3×3 convs (``conv1`` stride 2 → 64, ``conv2`` → 64, ``conv3`` → 128), each + norm + ReLU, then the
+    3×3/2 max pool: stride 4."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        half = DEEPLAB_STEM_CHANNELS // 2
+        self.conv1 = frozen_conv(3, half, 3, 2)
+        self.conv2 = frozen_conv(half, half, 3)
+        self.conv3 = frozen_conv(half, DEEPLAB_STEM_CHANNELS, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv3(F.relu(self.conv2(F.relu(self.conv1(x))))))
+        return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+
+
 class BottleneckBlock(nn.Module):
     """1×1 → 3×3 (stride) → 1×1 convs with norms, ReLU after the first two and after the residual sum.
 
     ``shortcut`` (1×1 conv with stride + norm) exists when the channels change, else the input is added.
     """
 
-    def __init__(self, cin: int, cout: int, bottleneck: int, stride: int) -> None:
+    def __init__(self, cin: int, cout: int, bottleneck: int, stride: int, dilation: int = 1) -> None:
         super().__init__()
         self.shortcut = frozen_conv(cin, cout, 1, stride) if cin != cout else None
         self.conv1 = frozen_conv(cin, bottleneck, 1)
-        self.conv2 = frozen_conv(bottleneck, bottleneck, 3, stride)
+        self.conv2 = frozen_conv(bottleneck, bottleneck, 3, stride, dilation)
         self.conv3 = frozen_conv(bottleneck, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,19 +137,22 @@ class BottleneckBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """detectron2 ResNet-50/101: ``forward(x)`` gives [res2, res3, res4, res5] at strides 4, 8, 16, 32."""
+    """detectron2 ResNet-50/101 (``deeplab``: the "c" variant, see the module doc): ``forward(x)`` gives
+    [res2, res3, res4, res5] at strides 4, 8, 16, 32."""
 
-    def __init__(self, depth: int) -> None:
+    def __init__(self, depth: int, *, deeplab: bool = False) -> None:
         super().__init__()
         if depth not in RESNET_DEPTHS:
             raise ValueError(f"unknown ResNet depth {depth}; choose one of {', '.join(map(str, RESNET_DEPTHS))}")
-        self.stem = BasicStem()
+        self.stem: nn.Module = DeepLabStem() if deeplab else BasicStem()
         self.out_channels: list[int] = []
-        cin, cout, bottleneck = STEM_CHANNELS, RES2_CHANNELS, STEM_CHANNELS
+        cin = DEEPLAB_STEM_CHANNELS if deeplab else STEM_CHANNELS
+        cout, bottleneck = RES2_CHANNELS, STEM_CHANNELS
         for stage, blocks in enumerate(RESNET_DEPTHS[depth]):
             first_stride = 1 if stage == 0 else 2
-            layers = [BottleneckBlock(cin, cout, bottleneck, first_stride)]
-            layers += [BottleneckBlock(cout, cout, bottleneck, 1) for _ in range(1, blocks)]
+            dilations = DEEPLAB_RES5_MULTI_GRID if deeplab and stage == 3 else (1,) * blocks
+            layers = [BottleneckBlock(cin, cout, bottleneck, first_stride, dilations[0])]
+            layers += [BottleneckBlock(cout, cout, bottleneck, 1, dilations[i]) for i in range(1, blocks)]
             self.add_module(f"res{stage + 2}", nn.Sequential(*layers))
             self.out_channels.append(cout)
             cin, cout, bottleneck = cout, cout * 2, bottleneck * 2
