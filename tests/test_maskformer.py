@@ -102,6 +102,14 @@ def test_full_resolution_upsamples_the_mask_logits_before_the_sigmoid(maskformer
     np.testing.assert_allclose(full[:, :, 112:144, 144:176], np.load(GOLDEN / "semseg_full_center.npy"), atol=ATOL)
 
 
+def test_the_class_count_is_read_from_the_checkpoint_without_the_no_object_row(maskformer_checkpoint):
+    from edgeseg.weights.resolve import infer_num_classes
+
+    # class_embed has 151 rows: 150 ADE20K classes and "no object" (`edgeseg export` without --num-classes)
+    assert infer_num_classes("maskformer-r50", maskformer_checkpoint) == 150
+    assert infer_num_classes("setr-naive-tiny", maskformer_checkpoint) is None  # no head tensor of SETR's in it
+
+
 def test_parameter_counts_equal_the_official_ones(golden_model):
     assert models.count_params(golden_model) == OFFICIAL_R50_PARAMS
     assert models.count_params(models.create("maskformer-r101")) == OFFICIAL_R50_PARAMS + R101_EXTRA_PARAMS

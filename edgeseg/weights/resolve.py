@@ -175,21 +175,27 @@ def resolve_weights(
 def infer_num_classes(model: str, checkpoint: Path) -> int | None:
     """The class count a checkpoint of ``model`` was trained with, read from its head's shapes (None if unknown).
 
-    Builds the model at two class counts to find the tensors whose shape follows the class count.
+    Builds the model at two class counts to find the tensors whose shape follows the class count, and by how
+    much (MaskFormer's class embedding has a row more: "no object").
     """
     from edgeseg.models import create
     from edgeseg.models.checkpoint import read_state_dict
 
     two, three = create(model, num_classes=2), create(model, num_classes=3)
     shapes3 = {k: tuple(v.shape) for k, v in three.state_dict().items()}
-    varying = {
-        key: next(i for i, (a, b) in enumerate(zip(tensor.shape, shapes3[key])) if a != b)
-        for key, tensor in two.state_dict().items()
-        if tuple(tensor.shape) != shapes3[key]
-    }
+    varying = {}  # key -> (dimension, extra rows beyond the class count)
+    for key, tensor in two.state_dict().items():
+        if tuple(tensor.shape) != shapes3[key]:
+            dim = next(i for i, (a, b) in enumerate(zip(tensor.shape, shapes3[key])) if a != b)
+            if shapes3[key][dim] - tensor.shape[dim] == 1:  # one row (channel) per class
+                varying[key] = (dim, tensor.shape[dim] - 2)
     state = read_state_dict(checkpoint)
     remap = getattr(two, "remap_checkpoint", None)
     if remap is not None:
         state = remap(state)
-    counts = {int(state[key].shape[dim]) for key, dim in varying.items() if key in state and state[key].dim() > dim}
+    counts = {
+        int(state[key].shape[dim]) - extra
+        for key, (dim, extra) in varying.items()
+        if key in state and state[key].dim() > dim
+    }
     return counts.pop() if len(counts) == 1 else None
