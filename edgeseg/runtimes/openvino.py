@@ -93,7 +93,7 @@ class OpenVINORunner(Runner):
     def lanes(self, count: int) -> list[Runner]:
         """One model compiled with ``NUM_STREAMS`` = ``count`` (OpenVINO's throughput mode: the threads split
         among the streams, one inference per stream at once), shared by the ``count`` lanes."""
-        if count == 1 or isinstance(count, bool) or not isinstance(count, int):
+        if isinstance(count, bool) or not isinstance(count, int) or count < 2:  # one lane, or the base's error
             return super().lanes(count)
         config = self.config | {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": count}
         return [OpenVINORunner(self.path, threads=self.threads, config=config)] * count
