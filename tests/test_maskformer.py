@@ -133,6 +133,34 @@ def test_r101c_has_the_deeplab_stem_and_the_res5_multi_grid():
         assert model(torch.zeros(1, 3, 64, 96)).shape == (1, 150, 16, 24)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["r101", "r101c", "swin-t", "swin-s", "swin-b", "swin-l"])
+def test_other_variants_give_the_official_outputs(variant):
+    """The official MaskFormer of each ADE20K config on seeded weights (tests/reference/make_maskformer_d2.py):
+    same key names, parameter count and outputs, at a size that is not a multiple of Swin's window."""
+    from tests.reference.maskformer_d2 import input_image, random_weights, reference, sample_positions
+
+    expected = reference(variant)
+    weights = random_weights([(name, shape) for name, shape in expected["keys"]])
+    model = models.create(
+        f"maskformer-{variant}", num_classes=150, checkpoint={k: torch.from_numpy(v) for k, v in weights.items()}
+    )
+    assert models.count_params(model) == expected["params"]
+    x = torch.from_numpy(input_image())
+    with torch.no_grad():
+        outputs = model.forward_outputs(x)
+        semseg = model(x)
+        model.full_resolution = True
+        ours = {"pred_logits": outputs.pred_logits, "pred_masks": outputs.pred_masks, "semseg": semseg}
+        ours["semseg_full"] = model(x)
+    for name, tensor in ours.items():
+        values = tensor.numpy()
+        assert list(values.shape) == expected["outputs"][name]["shape"], name
+        np.testing.assert_allclose(
+            values[sample_positions(values.shape)], expected["outputs"][name]["values"], rtol=0, atol=ATOL, err_msg=name
+        )
+
+
 def official_position_encoding(h: int, w: int, features: int = 128) -> torch.Tensor:
     """DETR's PositionEmbeddingSine(normalize=True) written out in float32 torch ops, for an all-valid mask."""
     ones = torch.ones(1, h, w)
