@@ -138,7 +138,8 @@ def test_r101c_has_the_deeplab_stem_and_the_res5_multi_grid():
 def test_other_variants_give_the_official_outputs(variant):
     """The official MaskFormer of each ADE20K config on seeded weights (tests/reference/make_maskformer_d2.py):
     same key names, parameter count and outputs, at a size that is not a multiple of Swin's window."""
-    from tests.reference.maskformer_d2 import input_image, random_weights, reference, sample_positions
+    from tests.reference.maskformer_d2 import input_image, random_weights, reference
+    from tests.reference.sampling import sample_positions
 
     expected = reference(variant)
     weights = random_weights([(name, shape) for name, shape in expected["keys"]])

@@ -289,7 +289,8 @@ def mmseg_checkpoints(tmp_path_factory):
 @pytest.mark.parametrize("head", ["naive", "pup", "mla"])
 @pytest.mark.parametrize("full_resolution", [True, False])
 def test_mmseg_checkpoints_load_unchanged_and_give_mmsegs_logits(mmseg_checkpoints, head, full_resolution):
-    from tests.reference.mmseg_setr import SIZES, input_image, reference, sample_positions
+    from tests.reference.mmseg_setr import SIZES, input_image, reference
+    from tests.reference.sampling import sample_positions
 
     model = models.create(
         f"setr-{head}-tiny", num_classes=150, checkpoint=mmseg_checkpoints[head], full_resolution=full_resolution

@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mmseg_setr import HEADS, SIZES, input_image, random_weights, sample_positions
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
+from tests.reference.mmseg_setr import HEADS, SIZES, input_image, random_weights
+from tests.reference.sampling import sampled
 
 
 def _stub_mmcv_ops() -> None:
@@ -101,11 +102,7 @@ def main() -> None:
                 head_logits = decode(features)
                 logits = F.interpolate(head_logits, size=size, mode="bilinear", align_corners=False)
                 outputs["x".join(map(str, size))] = {
-                    name: {
-                        "shape": list(t.shape),
-                        "values": [float(f"{v:.9g}") for v in t.numpy()[sample_positions(tuple(t.shape))]],
-                    }
-                    for name, t in (("head_logits", head_logits), ("logits", logits))
+                    name: sampled(t.numpy()) for name, t in (("head_logits", head_logits), ("logits", logits))
                 }
         record = {
             "made_with": "mmsegmentation 1.2.2, mmengine 0.10.7, mmcv-lite 2.1.0, torch " + torch.__version__,

@@ -28,7 +28,6 @@ CONFIGS = {
     "swin-l": "swin/maskformer_swin_large_IN21k_384_bs16_160k_res640.yaml",
 }
 SIZE = (256, 320)  # (height, width) of the input: multiples of 32, not of Swin's window (padding is exercised)
-SAMPLES = 1024  # output values kept per output, at seeded positions
 OUTPUTS = ("pred_logits", "pred_masks", "semseg", "semseg_full")
 # Buffers the official model computes itself: not drawn, not stored (edgeseg rebuilds them too).
 COMPUTED = (".relative_position_index",)
@@ -60,12 +59,6 @@ def random_weights(keys: list[tuple[str, list[int]]], seed: int = 0) -> dict[str
 def input_image(seed: int = 1) -> np.ndarray:
     """The normalised 1×3×H×W input (fed to the backbone, as the golden data's is)."""
     return np.random.default_rng(seed).standard_normal((1, 3, *SIZE)).astype(np.float32)
-
-
-def sample_positions(shape: tuple[int, ...], seed: int = 2) -> tuple[np.ndarray, ...]:
-    """Seeded indices into a batch-1 output of any rank: the values the reference keeps."""
-    rng = np.random.default_rng(seed)
-    return (np.zeros(SAMPLES, np.int64), *(rng.integers(0, side, SAMPLES) for side in shape[1:]))
 
 
 def reference(variant: str) -> dict[str, Any]:

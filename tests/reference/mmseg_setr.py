@@ -20,7 +20,6 @@ FOLDER = Path(__file__).resolve().parent
 HEADS = ("naive", "pup", "mla")
 # (height, width) of the inputs: the configured square size, and a non-square one (position embedding resized).
 SIZES = ((256, 256), (192, 320))
-SAMPLES = 1024  # output values kept per output, at seeded (class, y, x) positions
 
 
 def random_weights(keys: list[tuple[str, list[int]]], seed: int = 0) -> dict[str, np.ndarray]:
@@ -46,12 +45,6 @@ def random_weights(keys: list[tuple[str, list[int]]], seed: int = 0) -> dict[str
 def input_image(size: tuple[int, int], seed: int = 1) -> np.ndarray:
     """The normalised 1×3×H×W input."""
     return np.random.default_rng(seed).standard_normal((1, 3, *size)).astype(np.float32)
-
-
-def sample_positions(shape: tuple[int, ...], seed: int = 2) -> tuple[np.ndarray, ...]:
-    """Seeded indices into a 1×C×H×W output: the values the reference keeps."""
-    rng = np.random.default_rng(seed)
-    return (np.zeros(SAMPLES, np.int64), *(rng.integers(0, side, SAMPLES) for side in shape[1:]))
 
 
 def reference(head: str) -> dict[str, Any]:
