@@ -462,7 +462,6 @@ def test_lint_of_a_model_checks_the_graph_its_bundle_holds(tmp_path, capsys, one
     if target == "tensorrt":
         assert bundle.manifest.tensorrt is not None
         assert bundle.manifest.tensorrt["lint"] == {"errors": 0, "warnings": findings}
-    assert (
-        main(["lint", str(bundle.path), "--target", target]) == 0
-    )  # the CLI on a model: test_cli_lints_a_registered_model
+    # the CLI on the bundle (on a model name: test_cli_lints_a_registered_model)
+    assert main(["lint", str(bundle.path), "--target", target]) == 0
     assert f"0 error(s), {len(findings)} warning(s)" in capsys.readouterr().out.splitlines()[-1]

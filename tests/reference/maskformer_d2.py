@@ -28,7 +28,6 @@ CONFIGS = {
     "swin-l": "swin/maskformer_swin_large_IN21k_384_bs16_160k_res640.yaml",
 }
 SIZE = (256, 320)  # (height, width) of the input: multiples of 32, not of Swin's window (padding is exercised)
-OUTPUTS = ("pred_logits", "pred_masks", "semseg", "semseg_full")
 # Buffers the official model computes itself: not drawn, not stored (edgeseg rebuilds them too).
 COMPUTED = (".relative_position_index",)
 
